@@ -1,0 +1,302 @@
+"""The broker configuration: one validated settings object.
+
+Sources, lowest to highest precedence: built-in defaults, a TOML file (``--config``
+or ``FEDERATOR_CONFIG``), then ``FEDERATOR_*`` environment variables with ``__`` between
+nesting levels (``FEDERATOR_API__PORT=9000``, ``FEDERATOR_DATABASE__API_URL=...``).
+
+With no file at all the broker runs on an embedded default: SQLite files in the data
+directory, a simulated local zone of four hosts, two simulated virtual zones standing in
+for remote clouds, and ``policies/default.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from federator.exception import ConfigError
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+CONFIG_ENV = "FEDERATOR_CONFIG"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ZoneConfig(_Strict):
+    """A zone: a local hypervisor pool or a virtual AZ backed by a remote cloud.
+
+    Each zone is exposed as one availability zone of the same name.
+    """
+
+    name: Name
+    driver: str
+    kind: Literal["local", "virtual"]
+    cell: Name = "cell1"
+    label: str = ""
+    ram_allocation_ratio: float = Field(default=1.0, gt=0)
+    cpu_allocation_ratio: float = Field(default=4.0, gt=0)
+    disk_allocation_ratio: float = Field(default=1.0, gt=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class FlavorConfig(_Strict):
+    id: Annotated[str, Field(min_length=1, max_length=255)]
+    name: Name
+    vcpus: int = Field(gt=0)
+    ram_mb: int = Field(gt=0)
+    disk_gb: int = Field(ge=0)
+
+
+class ImageConfig(_Strict):
+    id: Annotated[str, Field(min_length=1, max_length=64)]
+    name: Name
+
+
+class DatabaseConfig(_Strict):
+    """SQLAlchemy URLs. Unset URLs become SQLite files in the data directory."""
+
+    api_url: str | None = None
+    cell0_url: str | None = None
+    cells: dict[Name, str] = Field(default_factory=dict)
+
+
+class ApiConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8774, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1_048_576, gt=0)
+    default_limit: int = Field(default=1000, gt=0)
+
+
+class WorkerConfig(_Strict):
+    count: int = Field(default=8, ge=1, le=256)
+    max_attempts: int = Field(default=5, ge=1)
+    poll_interval: float = Field(default=0.5, gt=0)
+    lease_seconds: float = Field(default=120.0, gt=0)
+    transient_retries: int = Field(default=3, ge=0)
+    transient_backoff: float = Field(default=0.2, ge=0)
+
+
+class MonitorConfig(_Strict):
+    load_interval: float = Field(default=10.0, gt=0)
+    heartbeat_interval: float = Field(default=5.0, gt=0)
+
+
+def _default_zones() -> list[ZoneConfig]:
+    return [
+        ZoneConfig(
+            name="local",
+            driver="sim",
+            kind="local",
+            label="simulated hypervisors",
+            options={"hosts": 4, "host_ram_mb": 8192, "host_vcpus": 8, "host_disk_gb": 200},
+        ),
+        ZoneConfig(
+            name="sim-cloud-a",
+            driver="sim",
+            kind="virtual",
+            label="simulated stand-in for a remote cloud",
+            options={"hosts": 8, "host_ram_mb": 16384, "host_vcpus": 16, "expose_hosts": False},
+        ),
+        ZoneConfig(
+            name="sim-cloud-b",
+            driver="sim",
+            kind="virtual",
+            label="simulated stand-in for a remote cloud",
+            options={"hosts": 8, "host_ram_mb": 16384, "host_vcpus": 16, "expose_hosts": False},
+        ),
+    ]
+
+
+def _default_flavors() -> list[FlavorConfig]:
+    return [
+        FlavorConfig(id="1", name="m1.tiny", vcpus=1, ram_mb=512, disk_gb=1),
+        FlavorConfig(id="2", name="m1.small", vcpus=1, ram_mb=1024, disk_gb=10),
+        FlavorConfig(id="3", name="m1.medium", vcpus=2, ram_mb=4096, disk_gb=40),
+        FlavorConfig(id="4", name="m1.large", vcpus=4, ram_mb=8192, disk_gb=80),
+    ]
+
+
+def _default_images() -> list[ImageConfig]:
+    return [
+        ImageConfig(id="5a2b4a3c-8c1e-4c39-9e0b-6a1f0c1d2e01", name="cirros"),
+        ImageConfig(id="5a2b4a3c-8c1e-4c39-9e0b-6a1f0c1d2e02", name="ubuntu-24.04"),
+        ImageConfig(id="5a2b4a3c-8c1e-4c39-9e0b-6a1f0c1d2e03", name="debian-12"),
+    ]
+
+
+def default_policy_path() -> Path:
+    """The documented default policy shipped in ``policies/``."""
+    import policies
+
+    return policies.DEFAULT_POLICY
+
+
+class Settings(BaseSettings):
+    """The whole broker configuration, validated once at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FEDERATOR_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    broker_id: Name = "federator"
+    node_id: Name = Field(default_factory=lambda: _safe_hostname())
+    data_dir: Path = Path("federator-data")
+    policy_file: Path | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    workers: WorkerConfig = Field(default_factory=WorkerConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    zones: list[ZoneConfig] = Field(default_factory=_default_zones)
+    flavors: list[FlavorConfig] = Field(default_factory=_default_flavors)
+    images: list[ImageConfig] = Field(default_factory=_default_images)
+
+    @field_validator("zones")
+    @classmethod
+    def _unique_zones(cls, zones: list[ZoneConfig]) -> list[ZoneConfig]:
+        _require_unique("zone name", [z.name for z in zones])
+        if not any(z.kind == "local" for z in zones):
+            raise ValueError("at least one zone of kind 'local' is required")
+        return zones
+
+    @field_validator("flavors")
+    @classmethod
+    def _unique_flavors(cls, flavors: list[FlavorConfig]) -> list[FlavorConfig]:
+        _require_unique("flavor id", [f.id for f in flavors])
+        _require_unique("flavor name", [f.name for f in flavors])
+        return flavors
+
+    @field_validator("images")
+    @classmethod
+    def _unique_images(cls, images: list[ImageConfig]) -> list[ImageConfig]:
+        _require_unique("image id", [i.id for i in images])
+        _require_unique("image name", [i.name for i in images])
+        return images
+
+    @model_validator(mode="after")
+    def _cells_known(self) -> Settings:
+        cells = self.cell_names()
+        for z in self.zones:
+            if z.cell == "cell0":
+                raise ValueError(f"zone {z.name!r}: cell0 holds unplaced instances only")
+            if z.cell not in cells:
+                raise ValueError(f"zone {z.name!r} names cell {z.cell!r}, which is not configured")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the file (init_settings carries the parsed TOML).
+        return (env_settings, init_settings)
+
+    # --- derived values ---------------------------------------------------------
+
+    def cell_names(self) -> list[str]:
+        return sorted({"cell1", *self.database.cells})
+
+    def api_db_url(self) -> str:
+        return self.database.api_url or _sqlite_url(self.data_dir / "api.sqlite")
+
+    def cell_db_url(self, cell: str) -> str:
+        if cell == "cell0":
+            return self.database.cell0_url or _sqlite_url(self.data_dir / "cell0.sqlite")
+        return self.database.cells.get(cell) or _sqlite_url(self.data_dir / f"{cell}.sqlite")
+
+    def resolved_policy_file(self) -> Path:
+        return self.policy_file if self.policy_file is not None else default_policy_path()
+
+    def zone(self, name: str) -> ZoneConfig:
+        for z in self.zones:
+            if z.name == name:
+                return z
+        raise KeyError(name)
+
+    def flavor(self, ref: str) -> FlavorConfig | None:
+        """Look a flavor up by id, then by name."""
+        for f in self.flavors:
+            if f.id == ref:
+                return f
+        for f in self.flavors:
+            if f.name == ref:
+                return f
+        return None
+
+    def image(self, ref: str) -> ImageConfig | None:
+        """Look an image up by id, then by name."""
+        for i in self.images:
+            if i.id == ref:
+                return i
+        for i in self.images:
+            if i.name == ref:
+                return i
+        return None
+
+
+def _safe_hostname() -> str:
+    name = "".join(c if c.isalnum() or c in "-_." else "-" for c in socket.gethostname())
+    return (name or "node")[:63].lstrip("-_.") or "node"
+
+
+def _sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path.expanduser().resolve()}"
+
+
+def _require_unique(what: str, values: list[str]) -> None:
+    seen: set[str] = set()
+    for v in values:
+        if v in seen:
+            raise ValueError(f"duplicate {what} {v!r}")
+        seen.add(v)
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Load and validate the configuration.
+
+    :param path: TOML file; defaults to ``$FEDERATOR_CONFIG`` or none (embedded default).
+    :raises ConfigError: the file is unreadable or any value is invalid; the message
+        names every offending key.
+    """
+    if path is None and os.environ.get(CONFIG_ENV):
+        path = Path(os.environ[CONFIG_ENV])
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(reason=f"cannot read configuration {path}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(reason=f"configuration {path} is not valid TOML: {exc}") from exc
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False, include_input=False):
+            loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+            problems.append(f"{loc}: {err['msg']}")
+        source = str(path) if path else "the environment"
+        raise ConfigError(
+            reason=f"configuration from {source} is invalid:\n  " + "\n  ".join(problems)
+        ) from exc

@@ -1,0 +1,305 @@
+"""The driver plugin contract.
+
+A driver connects one zone of the broker to the thing that actually runs VMs:
+a pool of local hypervisors, or a remote cloud seen as one virtual availability
+zone. Drivers are found only through stevedore entry points in the
+``federator.drivers`` namespace; the short entry-point name is what operators
+type as ``driver = "..."`` in the broker configuration.
+
+Rules every driver follows:
+
+* Methods take and return the frozen value types below; anything
+  provider-specific travels in an ``extra`` mapping.
+* Every SDK error is translated, in one place per driver, into the taxonomy at
+  the bottom of this module (``raise CapacityError(...) from exc``).
+* ``create`` is idempotent on ``spec.uuid``: calling it again for a uuid that
+  already exists returns the existing instance instead of making a second one.
+* Drivers never import the broker's storage, API, or other drivers.
+* Secrets passed in options are never put into exception messages or logs.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from federator import errors
+from federator.exception import FederatorError
+
+__all__ = [
+    "AuthError",
+    "Capabilities",
+    "CapacityError",
+    "Driver",
+    "DriverError",
+    "DriverOptions",
+    "FlavorSpec",
+    "HostInfo",
+    "InstanceNotFound",
+    "InstanceSpec",
+    "PermanentError",
+    "PowerState",
+    "RemoteInstance",
+    "TransientError",
+    "ZoneContext",
+    "ZoneHealth",
+]
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+class PowerState(enum.StrEnum):
+    """The broker's view of an instance's state; drivers map provider states onto it."""
+
+    BUILD = "BUILD"
+    ACTIVE = "ACTIVE"
+    SHUTOFF = "SHUTOFF"
+    REBOOT = "REBOOT"
+    ERROR = "ERROR"
+    DELETED = "DELETED"
+
+
+@dataclass(frozen=True, slots=True)
+class FlavorSpec:
+    """Size of an instance. ``name`` is the broker's flavor name; drivers map it."""
+
+    name: str
+    vcpus: int
+    ram_mb: int
+    disk_gb: int
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceSpec:
+    """What the broker asks a driver to create.
+
+    ``uuid`` is the broker's instance id and the idempotency key. ``host`` is set
+    when the broker's scheduler chose a host (drivers with ``host_scheduling``);
+    otherwise the driver or remote cloud picks.
+    """
+
+    uuid: str
+    name: str
+    flavor: FlavorSpec
+    image: str
+    project_id: str
+    broker_id: str
+    host: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteInstance:
+    """An instance as the driver sees it."""
+
+    uuid: str
+    remote_id: str
+    state: PowerState
+    host: str | None = None
+    addresses: Mapping[str, Sequence[str]] = field(default_factory=lambda: _EMPTY)
+    launched_at: datetime | None = None
+    extra: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+
+
+@dataclass(frozen=True, slots=True)
+class HostInfo:
+    """One hypervisor host of a zone whose driver lets the broker schedule hosts."""
+
+    name: str
+    vcpus: int
+    ram_mb: int
+    disk_gb: int
+    extra: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a driver can do.
+
+    ``host_scheduling``: the driver exposes hosts (``list_hosts``) and honours
+    ``InstanceSpec.host``; the broker's host scheduler then picks the host.
+    Otherwise the zone is opaque and the remote cloud places the instance.
+    """
+
+    host_scheduling: bool
+    start_stop: bool = True
+    reboot: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneHealth:
+    """Result of a health probe: ``ok`` plus a human ``detail`` (never a secret)."""
+
+    ok: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneContext:
+    """Everything a driver is constructed with.
+
+    ``options`` is the driver's own validated options model (see
+    :attr:`Driver.options_model`). ``data_dir`` is a directory the driver may
+    use for state of its own; it survives broker restarts.
+    """
+
+    zone: str
+    broker_id: str
+    options: DriverOptions
+    data_dir: Path
+
+
+class DriverOptions(BaseModel):
+    """Base for a driver's options model. Unknown keys are configuration errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Driver(abc.ABC):
+    """Abstract base every driver plugin implements.
+
+    Subclasses set :attr:`options_model` to a :class:`DriverOptions` subclass;
+    the broker validates the zone's ``options`` table against it at start-up,
+    so a typo in a zone's options stops the daemon with a clear message
+    instead of surfacing at boot time.
+    """
+
+    options_model: ClassVar[type[DriverOptions]] = DriverOptions
+
+    def __init__(self, context: ZoneContext) -> None:
+        self.context = context
+
+    @property
+    def zone(self) -> str:
+        return self.context.zone
+
+    @abc.abstractmethod
+    def capabilities(self) -> Capabilities:
+        """Describe what this driver supports. Pure; never fails."""
+
+    @abc.abstractmethod
+    def list_hosts(self) -> Sequence[HostInfo]:
+        """Hosts the broker may schedule onto; empty when ``host_scheduling`` is false.
+
+        :raises DriverError: the zone could not be asked.
+        """
+
+    @abc.abstractmethod
+    def create(self, spec: InstanceSpec) -> RemoteInstance:
+        """Create and start an instance; idempotent on ``spec.uuid``.
+
+        On failure nothing is left running or billed for ``spec.uuid``.
+
+        :raises CapacityError: this host or zone cannot take it now; try elsewhere.
+        :raises TransientError: retry later (the broker bounds retries).
+        :raises PermanentError: the request itself is unacceptable.
+        :raises AuthError: the zone's credentials are rejected.
+        """
+
+    @abc.abstractmethod
+    def delete(self, uuid: str) -> None:
+        """Delete the instance. Deleting one that does not exist succeeds.
+
+        On failure the instance is left as it was.
+
+        :raises TransientError, AuthError, PermanentError:
+        """
+
+    @abc.abstractmethod
+    def get(self, uuid: str) -> RemoteInstance:
+        """Return the instance created for broker uuid ``uuid``.
+
+        :raises InstanceNotFound: no such instance exists in the zone.
+        """
+
+    @abc.abstractmethod
+    def list_instances(self, batch_size: int = 500) -> Iterator[Sequence[RemoteInstance]]:
+        """Yield every instance this broker owns in the zone, ``batch_size`` at a time.
+
+        :raises DriverError: listing failed part way; batches already yielded stand.
+        """
+
+    @abc.abstractmethod
+    def start(self, uuid: str) -> RemoteInstance:
+        """Power the instance on. Starting a running instance is a no-op.
+
+        :raises InstanceNotFound, TransientError, AuthError:
+        """
+
+    @abc.abstractmethod
+    def stop(self, uuid: str) -> RemoteInstance:
+        """Power the instance off. Stopping a stopped instance is a no-op.
+
+        :raises InstanceNotFound, TransientError, AuthError:
+        """
+
+    @abc.abstractmethod
+    def reboot(self, uuid: str, *, hard: bool = False) -> RemoteInstance:
+        """Reboot the instance; it ends ACTIVE.
+
+        :raises InstanceNotFound, TransientError, AuthError:
+        """
+
+    @abc.abstractmethod
+    def health(self) -> ZoneHealth:
+        """Probe the zone cheaply. Never raises: failures come back as ``ok=False``."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Release connections. Called once at broker shutdown."""
+
+
+# --- the error taxonomy -------------------------------------------------------------
+
+
+class DriverError(FederatorError):
+    """Base of every error a driver raises. ``zone`` names where it happened."""
+
+    code = errors.DRIVER_PERMANENT
+    title = "Driver error"
+    template = "zone {zone}: {reason}"
+    http_status = 502
+
+    def __init__(self, zone: str, reason: str, **detail: Any) -> None:
+        self.zone = zone
+        self.reason = reason
+        super().__init__(zone=zone, reason=reason, **detail)
+
+
+class CapacityError(DriverError):
+    """The host or zone cannot take the instance now; the broker tries the next candidate."""
+
+    code = errors.DRIVER_CAPACITY
+
+
+class TransientError(DriverError):
+    """A passing failure (throttling, 5xx, timeout); the broker retries with backoff."""
+
+    code = errors.DRIVER_TRANSIENT
+    http_status = 503
+
+
+class PermanentError(DriverError):
+    """The request cannot succeed in this zone as asked; the provider's message is kept."""
+
+    code = errors.DRIVER_PERMANENT
+
+
+class AuthError(DriverError):
+    """Credentials were rejected; the zone is marked unhealthy."""
+
+    code = errors.DRIVER_AUTH
+
+
+class InstanceNotFound(DriverError):
+    """The zone has no instance for this broker uuid."""
+
+    code = errors.DRIVER_NOT_FOUND_INSTANCE
+    http_status = 404

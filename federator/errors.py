@@ -1,0 +1,48 @@
+"""Stable public error codes.
+
+These strings are part of the API contract: they appear in HTTP error bodies,
+on the fault of instances buried in cell0, and in CLI error output. They never
+change meaning once released; exception classes may be renamed freely.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Placement outcomes recorded as cell0 faults.
+NO_VALID_HOST: Final = "federator.placement.no_valid_host"
+QUOTA_EXCEEDED: Final = "federator.placement.quota_exceeded"
+POLICY_DENIED: Final = "federator.placement.policy_denied"
+BUILD_FAILED: Final = "federator.placement.build_failed"
+MAX_ATTEMPTS: Final = "federator.placement.max_attempts"
+
+# Request and resource errors.
+BAD_REQUEST: Final = "federator.request.invalid"
+NOT_FOUND: Final = "federator.resource.not_found"
+CONFLICT: Final = "federator.resource.conflict"
+INVALID_STATE: Final = "federator.instance.invalid_state"
+PAYLOAD_TOO_LARGE: Final = "federator.request.too_large"
+INTERNAL: Final = "federator.internal"
+
+# Configuration, policy and plugins.
+CONFIG_INVALID: Final = "federator.config.invalid"
+POLICY_INVALID: Final = "federator.policy.invalid"
+DRIVER_NOT_FOUND: Final = "federator.driver.not_found"
+DATABASE_OUTDATED: Final = "federator.storage.outdated"
+
+# Driver taxonomy (see federator.driver).
+DRIVER_CAPACITY: Final = "federator.driver.capacity"
+DRIVER_TRANSIENT: Final = "federator.driver.transient"
+DRIVER_PERMANENT: Final = "federator.driver.permanent"
+DRIVER_AUTH: Final = "federator.driver.auth"
+DRIVER_NOT_FOUND_INSTANCE: Final = "federator.driver.instance_not_found"
+
+# Short fault names shown on cell0 instances (the machine-readable `fault.code`
+# keeps the dotted code; `fault.reason` carries the short name operators grep for).
+FAULT_REASONS: Final[dict[str, str]] = {
+    NO_VALID_HOST: "no_valid_host",
+    QUOTA_EXCEEDED: "quota_exceeded",
+    POLICY_DENIED: "policy_denied",
+    BUILD_FAILED: "build_failed",
+    MAX_ATTEMPTS: "max_attempts",
+}
