@@ -1,0 +1,3 @@
+"""federator: a hybrid-cloud federation broker."""
+
+__version__ = "0.1.0"

@@ -155,7 +155,7 @@ class Settings(BaseSettings):
     )
 
     broker_id: Name = "federator"
-    node_id: Name = Field(default_factory=lambda: _safe_hostname())
+    node_id: Name = Field(default_factory=lambda: _safe_hostname())  # noqa: PLW0108 - defined below
     data_dir: Path = Path("federator-data")
     policy_file: Path | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

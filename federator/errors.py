@@ -14,7 +14,6 @@ NO_VALID_HOST: Final = "federator.placement.no_valid_host"
 QUOTA_EXCEEDED: Final = "federator.placement.quota_exceeded"
 POLICY_DENIED: Final = "federator.placement.policy_denied"
 BUILD_FAILED: Final = "federator.placement.build_failed"
-MAX_ATTEMPTS: Final = "federator.placement.max_attempts"
 
 # Request and resource errors.
 BAD_REQUEST: Final = "federator.request.invalid"
@@ -44,5 +43,4 @@ FAULT_REASONS: Final[dict[str, str]] = {
     QUOTA_EXCEEDED: "quota_exceeded",
     POLICY_DENIED: "policy_denied",
     BUILD_FAILED: "build_failed",
-    MAX_ATTEMPTS: "max_attempts",
 }

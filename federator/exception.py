@@ -114,8 +114,7 @@ class DriverNotFound(FederatorError):
     code = errors.DRIVER_NOT_FOUND
     title = "Driver not installed"
     template = (
-        "zone {zone!r} uses driver {driver!r}, which is not installed "
-        "(installed: {installed})"
+        "zone {zone!r} uses driver {driver!r}, which is not installed (installed: {installed})"
     )
     http_status = 500
 
@@ -124,8 +123,7 @@ class DatabaseOutdated(FederatorError):
     code = errors.DATABASE_OUTDATED
     title = "Database schema outdated"
     template = (
-        "database {name} is at revision {current}, expected {head}; "
-        "run `federator db upgrade`"
+        "database {name} is at revision {current}, expected {head}; run `federator db upgrade`"
     )
     http_status = 503
 
@@ -138,7 +136,9 @@ class PlacementError(FederatorError):
 
     http_status = 409
 
-    def __init__(self, message: str | None = None, *, reasons: Sequence[str] = (), **kw: Any) -> None:
+    def __init__(
+        self, message: str | None = None, *, reasons: Sequence[str] = (), **kw: Any
+    ) -> None:
         super().__init__(message, **kw)
         self.reasons = list(reasons)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -30,13 +31,13 @@ class PluginInfo:
     error: str = ""
 
 
-def _manager() -> ExtensionManager:
+def _manager() -> ExtensionManager:  # type: ignore[type-arg]
     errors: dict[str, str] = {}
 
-    def on_fail(_manager: ExtensionManager, ep: object, exc: BaseException) -> None:
+    def on_fail(_manager: object, ep: object, exc: BaseException) -> None:
         errors[getattr(ep, "name", str(ep))] = f"{type(exc).__name__}: {exc}"
 
-    mgr = ExtensionManager(
+    mgr: ExtensionManager = ExtensionManager(  # type: ignore[type-arg]
         NAMESPACE, invoke_on_load=False, on_load_failure_callback=on_fail
     )
     mgr.load_errors = errors  # type: ignore[attr-defined]
@@ -46,16 +47,21 @@ def _manager() -> ExtensionManager:
 def installed() -> list[PluginInfo]:
     """Every driver plugin installed, including ones that fail to import."""
     mgr = _manager()
+    # stevedore's cached entry points do not carry their distribution; importlib does.
+    owners: dict[str, tuple[str, str]] = {}
+    for ep in entry_points(group=NAMESPACE):
+        dist = ep.dist
+        if dist is not None:
+            owners[ep.name] = (dist.name, dist.version)
     found: list[PluginInfo] = []
     for ext in mgr.extensions:
-        ep = ext.entry_point
-        dist = getattr(ep, "dist", None)
+        dist_name, version = owners.get(ext.name, ("", ""))
         found.append(
             PluginInfo(
                 name=ext.name,
-                target=ep.value,
-                distribution=getattr(dist, "name", "") or "",
-                version=getattr(dist, "version", "") or "",
+                target=ext.entry_point.value,
+                distribution=dist_name,
+                version=version,
             )
         )
     for name, err in getattr(mgr, "load_errors", {}).items():
@@ -74,14 +80,17 @@ def driver_class(name: str, zone: str = "?") -> type[Driver]:
             cls = ext.plugin
             if not (isinstance(cls, type) and issubclass(cls, Driver)):
                 raise ConfigError(
-                    reason=f"driver {name!r} ({ext.entry_point.value}) is not a federator.driver.Driver"
+                    reason=f"driver {name!r} ({ext.entry_point.value}) "
+                    "is not a federator.driver.Driver"
                 )
             return cls
     load_errors: dict[str, str] = getattr(mgr, "load_errors", {})
     if name in load_errors:
         raise ConfigError(reason=f"driver {name!r} failed to load: {load_errors[name]}")
     raise DriverNotFound(
-        zone=zone, driver=name, installed=", ".join(sorted(e.name for e in mgr.extensions)) or "none"
+        zone=zone,
+        driver=name,
+        installed=", ".join(sorted(e.name for e in mgr.extensions)) or "none",
     )
 
 

@@ -1,0 +1,186 @@
+"""Host placement benchmark: cost of one scheduling decision as a zone grows.
+
+Usage::
+
+    python benchmarks/placement.py [--decisions N] [--seed S] [--sizes 100,1000,10000]
+
+For each zone size it builds one zone with four AZs, mixed host sizes, random
+existing usage and ~3% disabled hosts, then runs three workloads of N decisions
+each on a fresh copy of that zone:
+
+* ``plain``: default filters and weighers, ``"spread"``;
+* ``pack``: the same with ``"pack"``;
+* ``anti_affinity``: every request belongs to one anti-affinity group whose
+  members occupy ~50 hosts (the group moves as members are placed).
+
+Only ``HostScheduler.select`` is timed (``time.perf_counter_ns``). After each
+decision the chosen host's usage is raised with ``set_usage``, as the claim in
+the real flow does; to keep the zone from filling up, the oldest placement is
+released once the zone holds one placement per host. Prints one JSON document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from federator.scheduler import HostRequest, HostRow, HostScheduler, HostTable
+
+ZONE = "bench"
+AZS = ("az1", "az2", "az3", "az4")
+# (vcpus, ram_mb, disk_gb)
+HOST_SIZES = ((16, 65536, 500), (32, 131072, 1000), (64, 262144, 2000), (96, 524288, 4000))
+FLAVORS = ((1, 2048, 20), (2, 4096, 40), (4, 8192, 80), (8, 16384, 160))
+GROUP_HOSTS = 50
+WARMUP = 100
+TARGETS = {"p50_ms_at_10000": 2.0, "p99_ms_at_10000": 5.0}
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    host: int
+    vcpus: int
+    ram_mb: int
+    disk_gb: int
+
+
+def make_rows(rng: random.Random, n: int) -> list[HostRow]:
+    """One zone of ``n`` hosts with random sizes, usage and a few disabled hosts."""
+    rows = []
+    for i in range(n):
+        vcpus, ram, disk = rng.choice(HOST_SIZES)
+        used = rng.uniform(0.0, 0.7)
+        rows.append(
+            HostRow(
+                id=i,
+                zone=ZONE,
+                name=f"cmp{i:05d}",
+                az=AZS[i % len(AZS)],
+                enabled=rng.random() >= 0.03,
+                vcpus=vcpus,
+                ram_mb=ram,
+                disk_gb=disk,
+                vcpus_used=int(vcpus * 4.0 * used),
+                ram_used_mb=int(ram * used),
+                disk_used_gb=int(disk * used * rng.uniform(0.5, 1.0)),
+                instances=int(vcpus * used),
+            )
+        )
+    return rows
+
+
+def adjust(table: HostTable, p: Placement, sign: int) -> None:
+    """Add (sign=1) or release (sign=-1) one placement's usage, as a claim would."""
+    with table.lock:
+        cur = table.row_at(p.host)
+        table.set_usage(
+            p.host,
+            vcpus_used=max(0, cur.vcpus_used + sign * p.vcpus),
+            ram_used_mb=max(0, cur.ram_used_mb + sign * p.ram_mb),
+            disk_used_gb=max(0, cur.disk_used_gb + sign * p.disk_gb),
+            instances=max(0, cur.instances + sign),
+        )
+
+
+def run(rows: list[HostRow], scenario: str, decisions: int, seed: int) -> dict[str, Any]:
+    """Run one workload on a fresh table; return latency figures in ms."""
+    rng = random.Random(seed)
+    table = HostTable.from_rows(rows)
+    sched = HostScheduler()
+    names = [r.name for r in rows]
+    group: deque[str] = deque(rng.sample(names, min(GROUP_HOSTS, len(names))))
+    placed: deque[Placement] = deque()
+    timings = np.empty(decisions, dtype=np.int64)
+    no_valid_host = 0
+    for n in range(WARMUP + decisions):
+        vcpus, ram, disk = rng.choice(FLAVORS)
+        req = HostRequest(
+            zone=ZONE,
+            vcpus=vcpus,
+            ram_mb=ram,
+            disk_gb=disk,
+            weighing="pack" if scenario == "pack" else "spread",
+            anti_affinity_hosts=frozenset(group) if scenario == "anti_affinity" else frozenset(),
+        )
+        start = time.perf_counter_ns()
+        chosen = sched.select(table, req)
+        elapsed = time.perf_counter_ns() - start
+        if n >= WARMUP:
+            timings[n - WARMUP] = elapsed
+            no_valid_host += not chosen
+        if not chosen:
+            continue
+        i = table.index_of(ZONE, chosen[0])
+        assert i is not None
+        p = Placement(i, vcpus, ram, disk)
+        adjust(table, p, 1)
+        placed.append(p)
+        if len(placed) > len(rows):
+            adjust(table, placed.popleft(), -1)
+        if scenario == "anti_affinity":
+            group.append(chosen[0])
+            if len(group) > GROUP_HOSTS:
+                group.popleft()
+    ms = timings / 1e6
+    return {
+        "decisions_per_s": round(decisions / (float(timings.sum()) / 1e9), 1),
+        "p50_ms": round(float(np.percentile(ms, 50)), 4),
+        "p99_ms": round(float(np.percentile(ms, 99)), 4),
+        "max_ms": round(float(ms.max()), 4),
+        "no_valid_host": no_valid_host,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--decisions", type=int, default=2000, help="timed decisions per run")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sizes", default="100,1000,10000", help="comma-separated host counts")
+    args = parser.parse_args(argv)
+    if args.decisions < 1:
+        parser.error("--decisions must be at least 1")
+    sizes = [int(s) for s in args.sizes.split(",")]
+
+    results: dict[str, dict[str, Any]] = {}
+    for size in sizes:
+        rows = make_rows(random.Random(args.seed * 1_000_003 + size), size)
+        results[str(size)] = {
+            scenario: run(rows, scenario, args.decisions, args.seed)
+            for scenario in ("plain", "pack", "anti_affinity")
+        }
+
+    at_10000 = results.get("10000")
+    meets = at_10000 is not None and all(
+        r["p50_ms"] <= TARGETS["p50_ms_at_10000"] and r["p99_ms"] <= TARGETS["p99_ms_at_10000"]
+        for r in at_10000.values()
+    )
+    doc = {
+        "benchmark": "placement",
+        "decisions": args.decisions,
+        "seed": args.seed,
+        "timed": "HostScheduler.select only; set_usage applied after each decision",
+        "results": results,
+        "targets": TARGETS,
+        "meets_targets": meets,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+    }
+    json.dump(doc, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,376 @@
+"""The ``sim`` driver: a simulated pool of hypervisor hosts.
+
+It backs the embedded default's local zone, stands in for remote clouds until real
+drivers exist, and runs under the tests. With ``expose_hosts`` the broker schedules
+its hosts; without, it behaves as an opaque cloud that places instances itself.
+
+The sim enforces physical capacity on its own, independently of the broker's
+accounting: RAM and disk are never overcommitted, vCPUs up to :data:`VCPU_RATIO`.
+
+Beyond the contract it offers ``ex_`` operator helpers (Libcloud's convention for
+anything non-portable) so tests can misbehave on purpose:
+
+* :meth:`SimDriver.ex_inject` makes the next creates fail with a chosen error;
+* :meth:`SimDriver.ex_vanish` deletes an instance behind the broker's back;
+* :meth:`SimDriver.ex_set_state` changes an instance's state behind the broker's back.
+
+Time is injectable: replace :attr:`SimDriver.clock` or :attr:`SimDriver.sleep` on an
+instance (or a subclass) to control ``launched_at`` and the simulated boot delay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import secrets
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import ClassVar, Literal
+
+from drivers.sim.options import SimOptions
+from drivers.sim.state import FaultKind, HostUsage, InstanceRow, SimError, SimStore
+from federator.driver import (
+    AuthError,
+    Capabilities,
+    CapacityError,
+    Driver,
+    DriverError,
+    DriverOptions,
+    FlavorSpec,
+    HostInfo,
+    InstanceNotFound,
+    InstanceSpec,
+    PermanentError,
+    PowerState,
+    RemoteInstance,
+    TransientError,
+    ZoneContext,
+    ZoneHealth,
+)
+
+__all__ = ["DISK_RATIO", "RAM_RATIO", "STATE_FILE", "VCPU_RATIO", "InjectKind", "SimDriver"]
+
+RAM_RATIO = 1.0
+DISK_RATIO = 1.0
+VCPU_RATIO = 4.0
+STATE_FILE = "sim.sqlite"
+
+InjectKind = Literal["capacity", "transient", "permanent", "auth"]
+
+_ERRORS: Mapping[FaultKind, type[DriverError]] = {
+    "capacity": CapacityError,
+    "transient": TransientError,
+    "permanent": PermanentError,
+    "auth": AuthError,
+    "not_found": InstanceNotFound,
+}
+
+_INJECTED_REASONS: Mapping[InjectKind, str] = {
+    "capacity": "insufficient capacity (simulated failure)",
+    "transient": "service temporarily unavailable (simulated failure)",
+    "permanent": "request rejected (simulated failure)",
+    "auth": "credentials rejected (simulated failure)",
+}
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _address(uuid: str) -> str:
+    """A private address derived from the uuid, so it is stable across restarts."""
+    digest = hashlib.sha256(uuid.encode()).digest()
+    return f"10.{digest[0]}.{digest[1]}.{1 + digest[2] % 254}"
+
+
+class SimDriver(Driver):
+    """A simulated zone; see the module docstring and :class:`SimOptions`."""
+
+    options_model: ClassVar[type[DriverOptions]] = SimOptions
+    clock: Callable[[], datetime] = staticmethod(_utc_now)
+    sleep: Callable[[float], None] = staticmethod(time.sleep)
+
+    def __init__(self, context: ZoneContext) -> None:
+        super().__init__(context)
+        opts = context.options
+        self.options = (
+            opts if isinstance(opts, SimOptions) else SimOptions.model_validate(opts.model_dump())
+        )
+        self.prefix = self.options.host_prefix or f"{context.zone}-host-"
+        self._rng = random.Random(self.options.seed)
+        self._injected: deque[InjectKind] = deque()
+        self._fail_lock = threading.Lock()
+        path = context.data_dir / STATE_FILE if self.options.persist else None
+        with self._translated():
+            self._store = SimStore(path)
+
+    # --- the contract ------------------------------------------------------------------
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(host_scheduling=self.options.expose_hosts)
+
+    def list_hosts(self) -> Sequence[HostInfo]:
+        """Every host with its size; ``extra`` carries the sim's own usage of it."""
+        if not self.options.expose_hosts:
+            return []
+        with self._translated():
+            usage = self._store.usage()
+        return [
+            self._host_info(self._host_name(i), usage) for i in range(1, self.options.hosts + 1)
+        ]
+
+    def create(self, spec: InstanceSpec) -> RemoteInstance:
+        """Create an instance, ACTIVE at once; idempotent on ``spec.uuid``.
+
+        With ``expose_hosts`` the instance goes on ``spec.host`` (best fit when unset);
+        otherwise the sim picks the best-fitting host and ignores ``spec.host``.
+        Injected failures strike before anything is stored, so a failed create
+        leaves nothing behind.
+
+        :raises PermanentError: ``spec.host`` is not a host of this zone.
+        :raises CapacityError: the host, or with no host given every host, lacks room.
+        :raises TransientError: injected, or the state store stayed busy.
+        """
+        with self._translated():
+            existing = self._store.get(spec.uuid)
+            if existing is not None:
+                return self._to_remote(existing)
+            self._maybe_fail(spec.uuid)
+            if self.options.boot_delay_ms:
+                self.sleep(self.options.boot_delay_ms / 1000)
+            with self._store.atomic():
+                existing = self._store.get(spec.uuid)
+                if existing is not None:  # a concurrent create of the same uuid won
+                    return self._to_remote(existing)
+                row = InstanceRow(
+                    uuid=spec.uuid,
+                    broker_id=spec.broker_id,
+                    remote_id=self._new_remote_id(),
+                    name=spec.name,
+                    host=self._place(spec),
+                    state=PowerState.ACTIVE.value,
+                    flavor=spec.flavor.name,
+                    vcpus=spec.flavor.vcpus,
+                    ram_mb=spec.flavor.ram_mb,
+                    disk_gb=spec.flavor.disk_gb,
+                    image=spec.image,
+                    project_id=spec.project_id,
+                    address=_address(spec.uuid),
+                    launched_at=self.clock(),
+                )
+                self._store.insert(row)
+        return self._to_remote(row)
+
+    def delete(self, uuid: str) -> None:
+        with self._translated():
+            self._store.delete(uuid)
+
+    def get(self, uuid: str) -> RemoteInstance:
+        with self._translated():
+            return self._to_remote(self._require(uuid))
+
+    def list_instances(self, batch_size: int = 500) -> Iterator[Sequence[RemoteInstance]]:
+        """Instances whose ``spec.broker_id`` is this broker's, in uuid order."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        after = ""
+        while True:
+            with self._translated():
+                rows = self._store.page(self.context.broker_id, after, batch_size)
+            if rows:
+                yield [self._to_remote(r) for r in rows]
+            if len(rows) < batch_size:
+                return
+            after = rows[-1].uuid
+
+    def start(self, uuid: str) -> RemoteInstance:
+        return self._set_state(uuid, PowerState.ACTIVE)
+
+    def stop(self, uuid: str) -> RemoteInstance:
+        return self._set_state(uuid, PowerState.SHUTOFF)
+
+    def reboot(self, uuid: str, *, hard: bool = False) -> RemoteInstance:
+        return self._set_state(uuid, PowerState.ACTIVE)
+
+    def health(self) -> ZoneHealth:
+        try:
+            with self._translated():
+                count = self._store.count()
+        except DriverError as exc:
+            return ZoneHealth(ok=False, detail=exc.message)
+        return ZoneHealth(ok=True, detail=f"{self.options.hosts} hosts, {count} instances")
+
+    def close(self) -> None:
+        self._store.close()
+
+    # --- operator helpers, outside the contract ----------------------------------------
+
+    def ex_inject(self, kind: InjectKind, count: int = 1) -> None:
+        """Make the next ``count`` creates of new uuids fail with ``kind``.
+
+        Injected failures are used before ``failure_rate`` is consulted and, like
+        those, leave nothing behind.
+        """
+        if kind not in _INJECTED_REASONS:
+            raise ValueError(f"unknown failure kind {kind!r}")
+        with self._fail_lock:
+            self._injected.extend([kind] * count)
+
+    def ex_vanish(self, uuid: str) -> bool:
+        """Delete an instance behind the broker's back; true if it existed."""
+        with self._translated():
+            return self._store.delete(uuid)
+
+    def ex_set_state(self, uuid: str, state: PowerState) -> RemoteInstance:
+        """Put an instance in any state (ERROR, say) behind the broker's back.
+
+        :raises InstanceNotFound:
+        """
+        return self._set_state(uuid, state)
+
+    # --- internals ---------------------------------------------------------------------
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        """The one place where the simulation's failures become the core taxonomy."""
+        try:
+            yield
+        except SimError as exc:
+            raise _ERRORS[exc.kind](self.zone, exc.reason) from exc
+        except sqlite3.OperationalError as exc:  # locked or busy beyond the timeout
+            raise TransientError(self.zone, f"sim state store: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise PermanentError(self.zone, f"sim state store: {exc}") from exc
+
+    def _require(self, uuid: str) -> InstanceRow:
+        row = self._store.get(uuid)
+        if row is None:
+            raise SimError("not_found", f"no instance {uuid}")
+        return row
+
+    def _set_state(self, uuid: str, state: PowerState) -> RemoteInstance:
+        with self._translated(), self._store.atomic():
+            if not self._store.set_state(uuid, state.value):
+                raise SimError("not_found", f"no instance {uuid}")
+            return self._to_remote(self._require(uuid))
+
+    def _maybe_fail(self, uuid: str) -> None:
+        kind: InjectKind
+        with self._fail_lock:
+            if self._injected:
+                kind = self._injected.popleft()
+            elif self.options.failure_rate and self._rng.random() < self.options.failure_rate:
+                kind = self.options.failure_kind
+            else:
+                return
+        raise SimError(kind, f"creating {uuid}: {_INJECTED_REASONS[kind]}")
+
+    def _new_remote_id(self) -> str:
+        while True:
+            remote_id = f"sim-{secrets.token_hex(4)}"
+            if not self._store.remote_id_taken(remote_id):
+                return remote_id
+
+    def _place(self, spec: InstanceSpec) -> str:
+        """Pick the host for ``spec``; runs inside the create transaction."""
+        flavor = spec.flavor
+        if self.options.expose_hosts and spec.host is not None:
+            if self._host_index(spec.host) is None:
+                raise SimError("permanent", f"unknown host {spec.host!r}")
+            used = self._store.usage(spec.host).get(spec.host, HostUsage())
+            missing = self._shortfall(used, flavor)
+            if missing:
+                raise SimError(
+                    "capacity", f"host {spec.host} lacks {', '.join(missing)} for {flavor.name}"
+                )
+            return spec.host
+        return self._best_fit(flavor)
+
+    def _best_fit(self, flavor: FlavorSpec) -> str:
+        """The fitting host left with the least free RAM; an empty host if none is used."""
+        usage = self._store.usage()
+        best: tuple[int, int] | None = None
+        for name, used in usage.items():
+            index = self._host_index(name)
+            if index is None or self._shortfall(used, flavor):
+                continue
+            key = (self._limit(self.options.host_ram_mb, RAM_RATIO) - used.ram_mb, index)
+            best = key if best is None or key < best else best
+        if best is not None:
+            return self._host_name(best[1])
+        if not self._shortfall(HostUsage(), flavor):
+            for index in range(1, self.options.hosts + 1):
+                if self._host_name(index) not in usage:
+                    return self._host_name(index)
+        raise SimError(
+            "capacity",
+            f"no host can take {flavor.name} ({flavor.vcpus} vCPU, {flavor.ram_mb} MiB RAM, "
+            f"{flavor.disk_gb} GiB disk)",
+        )
+
+    def _shortfall(self, used: HostUsage, flavor: FlavorSpec) -> list[str]:
+        """The resources a host with ``used`` lacks for ``flavor``; empty when it fits."""
+        opts = self.options
+        checks = (
+            ("vCPU", used.vcpus, flavor.vcpus, self._limit(opts.host_vcpus, VCPU_RATIO)),
+            ("RAM MiB", used.ram_mb, flavor.ram_mb, self._limit(opts.host_ram_mb, RAM_RATIO)),
+            ("disk GiB", used.disk_gb, flavor.disk_gb, self._limit(opts.host_disk_gb, DISK_RATIO)),
+        )
+        return [
+            f"{what} ({wanted} wanted, {limit - taken} free)"
+            for what, taken, wanted, limit in checks
+            if taken + wanted > limit
+        ]
+
+    @staticmethod
+    def _limit(physical: int, ratio: float) -> int:
+        return int(physical * ratio)
+
+    def _host_name(self, index: int) -> str:
+        return f"{self.prefix}{index:03d}"
+
+    def _host_index(self, name: str) -> int | None:
+        """The index of host ``name``, or ``None`` when it is not a host of this zone."""
+        suffix = name.removeprefix(self.prefix)
+        if suffix == name or not (suffix.isascii() and suffix.isdigit()):
+            return None
+        index = int(suffix)
+        if 1 <= index <= self.options.hosts and self._host_name(index) == name:
+            return index
+        return None
+
+    def _host_info(self, name: str, usage: Mapping[str, HostUsage]) -> HostInfo:
+        used = usage.get(name, HostUsage())
+        return HostInfo(
+            name=name,
+            vcpus=self.options.host_vcpus,
+            ram_mb=self.options.host_ram_mb,
+            disk_gb=self.options.host_disk_gb,
+            extra={
+                "used_vcpus": used.vcpus,
+                "used_ram_mb": used.ram_mb,
+                "used_disk_gb": used.disk_gb,
+                "instances": used.instances,
+            },
+        )
+
+    def _to_remote(self, row: InstanceRow) -> RemoteInstance:
+        return RemoteInstance(
+            uuid=row.uuid,
+            remote_id=row.remote_id,
+            state=PowerState(row.state),
+            host=row.host,
+            addresses={"private": [row.address]},
+            launched_at=row.launched_at,
+            extra={
+                "name": row.name,
+                "flavor": row.flavor,
+                "image": row.image,
+                "project_id": row.project_id,
+            },
+        )

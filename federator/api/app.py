@@ -1,0 +1,45 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI
+from starlette.types import ASGIApp
+
+from federator import __version__
+from federator.api import errors
+from federator.api.deps import BROKER_PREFIX, COMPUTE_PREFIX
+from federator.api.middleware import RequestIdAndLimit
+from federator.api.routes import flavors, monitor, policy, servers, versions, zones
+from federator.broker import Broker
+
+
+def create_app(broker: Broker) -> FastAPI:
+    """The API for ``broker``. Compute under /compute/v2.1, broker extensions under
+    /federator/v1; the OpenAPI document at /openapi.json."""
+    app = FastAPI(
+        title="federator",
+        version=__version__,
+        description=(
+            "Hybrid-cloud federation broker. OpenStack Compute v2.1 shapes for servers, "
+            "flavors and availability zones; broker extensions for zones, policy and monitor."
+        ),
+    )
+    app.state.broker = broker
+    errors.install(app)
+    compute = APIRouter(prefix=COMPUTE_PREFIX)
+    compute.include_router(servers.router)
+    compute.include_router(flavors.router)
+    compute.include_router(zones.az_router)
+    extensions = APIRouter(prefix=BROKER_PREFIX)
+    extensions.include_router(zones.zone_router)
+    extensions.include_router(policy.router)
+    extensions.include_router(monitor.router)
+    app.include_router(versions.router)
+    app.include_router(compute)
+    app.include_router(extensions)
+    return app
+
+
+def asgi_app(broker: Broker) -> ASGIApp:
+    """The application as served: request ids and the body limit wrap everything."""
+    return RequestIdAndLimit(create_app(broker), broker.settings.api.max_body_bytes)

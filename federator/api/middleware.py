@@ -1,0 +1,95 @@
+"""ASGI middleware: request ids and the request body size limit."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from federator import errors
+
+
+class RequestIdAndLimit:
+    """Tag every request with an id (``x-openstack-request-id``) and refuse oversized bodies.
+
+    Bodies are counted as they stream, so a client that lies about (or omits)
+    Content-Length is stopped too; the answer is 413 with the usual JSON error body.
+    """
+
+    def __init__(self, app: ASGIApp, max_body: int) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = f"req-{uuid.uuid4()}"
+        scope.setdefault("state", {})["request_id"] = rid
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            await _too_large(send, rid, self.max_body)
+            return
+
+        # Buffer the body (bounded) before the app sees it: an oversized body is refused
+        # whole, and the app never has to cope with a half-read request.
+        chunks: list[bytes] = []
+        seen = 0
+        more = scope["method"] not in ("GET", "HEAD", "DELETE", "OPTIONS")
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_body:
+                await _too_large(send, rid, self.max_body)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        async def tagged_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                hdrs = list(message.get("headers", []))
+                hdrs.append((b"x-openstack-request-id", rid.encode()))
+                message = {**message, "headers": hdrs}
+            await send(message)
+
+        await self.app(scope, replay, tagged_send)
+
+
+async def _too_large(send: Send, rid: str, limit: int) -> None:
+    message = f"request body exceeds the limit of {limit} bytes"
+    body: dict[str, Any] = {
+        "status": 413,
+        "code": errors.PAYLOAD_TOO_LARGE,
+        "title": "Request too large",
+        "message": message,
+        "request_id": rid,
+        "overLimit": {"code": 413, "message": message},
+    }
+    raw = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(raw)).encode()),
+                (b"x-openstack-request-id", rid.encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": raw})

@@ -1,0 +1,36 @@
+"""/flavors: the sizes operators define in the configuration."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from federator.api.deps import BaseUrlDep, BrokerDep
+from federator.api.views import flavor_view
+from federator.exception import NotFound
+
+router = APIRouter(prefix="/flavors", tags=["flavors"])
+
+
+@router.get("")
+def list_flavors(
+    broker: BrokerDep, base: BaseUrlDep, is_public: str | None = None
+) -> dict[str, Any]:
+    return {"flavors": [flavor_view(f, base, detail=False) for f in broker.settings.flavors]}
+
+
+@router.get("/detail")
+def list_flavors_detail(
+    broker: BrokerDep, base: BaseUrlDep, is_public: str | None = None
+) -> dict[str, Any]:
+    return {"flavors": [flavor_view(f, base, detail=True) for f in broker.settings.flavors]}
+
+
+@router.get("/{flavor_id}")
+def show_flavor(flavor_id: str, broker: BrokerDep, base: BaseUrlDep) -> dict[str, Any]:
+    # By id only: OpenStack clients look names up by listing after a 404 here.
+    for f in broker.settings.flavors:
+        if f.id == flavor_id:
+            return {"flavor": flavor_view(f, base, detail=True)}
+    raise NotFound(kind="flavor", ident=flavor_id)

@@ -1,0 +1,146 @@
+"""/servers: create, list, list detail, show, delete, and the start/stop/reboot actions."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+
+from federator.api.deps import BaseUrlDep, BrokerDep, ContextDep
+from federator.api.schemas import ServerActionBody, ServerCreateBody
+from federator.api.views import server_brief, server_detail
+from federator.compute.records import ListFilters
+from federator.compute.service import BootRequest
+from federator.exception import BadRequest
+
+router = APIRouter(prefix="/servers", tags=["servers"])
+
+
+@router.post("", status_code=202)
+def create_server(
+    body: ServerCreateBody, broker: BrokerDep, rc: ContextDep, base: BaseUrlDep
+) -> dict[str, Any]:
+    s = body.server
+    image = s.image()
+    if not image:
+        raise BadRequest(
+            "an image is required: give imageRef or a boot device in block_device_mapping_v2",
+            problems=[{"field": "server.imageRef", "message": "this field is required"}],
+        )
+    views = broker.compute.boot(
+        rc,
+        BootRequest(
+            name=s.name,
+            flavor_ref=s.flavorRef,
+            image_ref=image,
+            availability_zone=s.availability_zone,
+            metadata=dict(s.metadata),
+            min_count=s.min_count,
+            max_count=s.max_count or s.min_count,
+        ),
+    )
+    first = views[0]
+    server = server_brief(first, base)
+    server.update({"OS-DCF:diskConfig": "MANUAL", "security_groups": [{"name": "default"}]})
+    return {"server": server}
+
+
+def _list(
+    broker: BrokerDep,
+    rc: ContextDep,
+    limit: int | None,
+    marker: str | None,
+    name: str | None,
+    status: str | None,
+    availability_zone: str | None,
+    host: str | None,
+    all_tenants: str | None,
+    project_id: str | None,
+) -> list[Any]:
+    cap = broker.settings.api.default_limit
+    effective = cap if limit is None else min(limit, cap)
+    everyone = all_tenants is not None and all_tenants.lower() not in ("0", "false", "no")
+    filters = ListFilters(
+        project_id=project_id if rc.is_admin else None,
+        name=name,
+        status=status.upper() if status else None,
+        availability_zone=availability_zone,
+        host=host if rc.is_admin else None,
+    )
+    return broker.compute.list(rc, filters, all_tenants=everyone, limit=effective, marker=marker)
+
+
+Limit = Annotated[int | None, Query(ge=0)]
+
+
+@router.get("")
+def list_servers(
+    broker: BrokerDep,
+    rc: ContextDep,
+    base: BaseUrlDep,
+    limit: Limit = None,
+    marker: str | None = None,
+    name: str | None = None,
+    status: str | None = None,
+    availability_zone: str | None = None,
+    host: str | None = None,
+    all_tenants: str | None = None,
+    project_id: str | None = None,
+) -> dict[str, Any]:
+    views = _list(
+        broker, rc, limit, marker, name, status, availability_zone, host, all_tenants, project_id
+    )
+    return {"servers": [server_brief(v, base) for v in views]}
+
+
+@router.get("/detail")
+def list_servers_detail(
+    broker: BrokerDep,
+    rc: ContextDep,
+    base: BaseUrlDep,
+    limit: Limit = None,
+    marker: str | None = None,
+    name: str | None = None,
+    status: str | None = None,
+    availability_zone: str | None = None,
+    host: str | None = None,
+    all_tenants: str | None = None,
+    project_id: str | None = None,
+) -> dict[str, Any]:
+    views = _list(
+        broker, rc, limit, marker, name, status, availability_zone, host, all_tenants, project_id
+    )
+    return {"servers": [server_detail(v, base) for v in views]}
+
+
+@router.get("/{server_id}")
+def show_server(
+    server_id: str, broker: BrokerDep, rc: ContextDep, base: BaseUrlDep
+) -> dict[str, Any]:
+    return {"server": server_detail(broker.compute.get(rc, server_id), base)}
+
+
+@router.delete("/{server_id}", status_code=204)
+def delete_server(server_id: str, broker: BrokerDep, rc: ContextDep) -> Response:
+    broker.compute.delete(rc, server_id)
+    return Response(status_code=204)
+
+
+@router.post("/{server_id}/action", status_code=202)
+def server_action(
+    server_id: str, body: ServerActionBody, broker: BrokerDep, rc: ContextDep
+) -> Response:
+    given = body.model_fields_set
+    if len(given) != 1:
+        raise BadRequest(
+            "give exactly one action: os-start, os-stop or reboot",
+            problems=[{"field": "body", "message": "exactly one action is required"}],
+        )
+    if "os_start" in given:
+        broker.compute.action(rc, server_id, "start")
+    elif "os_stop" in given:
+        broker.compute.action(rc, server_id, "stop")
+    else:
+        hard = body.reboot is not None and body.reboot.type == "HARD"
+        broker.compute.action(rc, server_id, "reboot", hard=hard)
+    return Response(status_code=202)

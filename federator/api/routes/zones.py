@@ -1,0 +1,132 @@
+"""Availability zones (os-availability-zone) and the broker's zones with their load."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from sqlalchemy import case, func, select
+
+from federator.api.deps import BrokerDep
+from federator.api.views import iso
+from federator.broker import Broker
+from federator.compute.inventory import zone_loads
+from federator.exception import NotFound
+from federator.policy.evaluate import threshold_figures
+from federator.storage.models import Host, Zone
+
+az_router = APIRouter(prefix="/os-availability-zone", tags=["availability zones"])
+zone_router = APIRouter(prefix="/zones", tags=["zones (broker)"])
+
+
+def _zones(broker: Broker) -> list[Zone]:
+    with broker.dbs.api.read() as s:
+        rows = list(s.scalars(select(Zone)))
+        for r in rows:
+            s.expunge(r)
+    order = {z.name: i for i, z in enumerate(broker.settings.zones)}
+    return sorted((r for r in rows if r.name in order), key=lambda r: order[r.name])
+
+
+@az_router.get("")
+def list_azs(broker: BrokerDep) -> dict[str, Any]:
+    return {
+        "availabilityZoneInfo": [
+            {"zoneName": z.name, "zoneState": {"available": z.state == "available"}, "hosts": None}
+            for z in _zones(broker)
+        ]
+    }
+
+
+@az_router.get("/detail")
+def list_azs_detail(broker: BrokerDep) -> dict[str, Any]:
+    with broker.dbs.api.read() as s:
+        hosts = list(s.scalars(select(Host).order_by(Host.zone, Host.name)))
+    by_zone: dict[str, dict[str, Any]] = {}
+    for h in hosts:
+        by_zone.setdefault(h.zone, {})[h.name] = {
+            "nova-compute": {
+                "available": h.enabled,
+                "active": h.enabled,
+                "updated_at": iso(h.updated_at),
+            }
+        }
+    info = []
+    for z in _zones(broker):
+        remote = broker.drivers[z.name].capabilities().host_scheduling is False
+        info.append(
+            {
+                "zoneName": z.name,
+                "zoneState": {"available": z.state == "available"},
+                "hosts": by_zone.get(z.name)
+                or (
+                    {
+                        f"{z.name}-virtual": {
+                            "nova-compute": {
+                                "available": z.state == "available",
+                                "active": z.state == "available",
+                                "updated_at": iso(z.updated_at),
+                            }
+                        }
+                    }
+                    if remote
+                    else None
+                ),
+            }
+        )
+    return {"availabilityZoneInfo": info}
+
+
+def _zone_body(broker: Broker, z: Zone, host_counts: dict[str, tuple[int, int]]) -> dict[str, Any]:
+    zc = broker.settings.zone(z.name)
+    policy = broker.policies.current.policy
+    load = zone_loads(broker.dbs.api)[z.name]
+    total, enabled = host_counts.get(z.name, (0, 0))
+    zp = policy.zones.get(z.name)
+    return {
+        "name": z.name,
+        "kind": z.kind,
+        "driver": z.driver,
+        "label": zc.label,
+        "cell": z.cell,
+        "state": z.state,
+        "state_detail": z.state_detail,
+        "bursting": z.bursting,
+        "hosts": {"total": total, "enabled": enabled},
+        "usage": {
+            "instances": z.instances,
+            "vcpus": z.vcpus_used,
+            "ram_mb": z.ram_used_mb,
+            "disk_gb": z.disk_used_gb,
+        },
+        "capacity": {"vcpus": z.vcpus_total, "ram_mb": z.ram_total_mb, "disk_gb": z.disk_total_gb},
+        "thresholds": threshold_figures(policy, load),
+        "quota": zp.quota.model_dump() if zp is not None and zp.quota is not None else None,
+        "overflow": list(zp.overflow) if zp is not None and zp.overflow else [],
+        "updated_at": iso(z.updated_at),
+    }
+
+
+def _host_counts(broker: Broker) -> dict[str, tuple[int, int]]:
+    with broker.dbs.api.read() as s:
+        rows = s.execute(
+            select(Host.zone, func.count(), func.sum(case((Host.enabled, 1), else_=0))).group_by(
+                Host.zone
+            )
+        ).all()
+    return {r[0]: (int(r[1]), int(r[2] or 0)) for r in rows}
+
+
+@zone_router.get("")
+def list_zones(broker: BrokerDep) -> dict[str, Any]:
+    counts = _host_counts(broker)
+    return {"zones": [_zone_body(broker, z, counts) for z in _zones(broker)]}
+
+
+@zone_router.get("/{name}")
+def show_zone(name: str, broker: BrokerDep) -> dict[str, Any]:
+    counts = _host_counts(broker)
+    for z in _zones(broker):
+        if z.name == name:
+            return {"zone": _zone_body(broker, z, counts)}
+    raise NotFound(kind="zone", ident=name)

@@ -1,0 +1,89 @@
+"""Request bodies, validated at the edge. Shapes follow OpenStack Compute v2.1."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+ServerName = Annotated[str, StringConstraints(min_length=1, max_length=255, strip_whitespace=True)]
+MetaKey = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+MetaValue = Annotated[str, StringConstraints(max_length=255)]
+MAX_COUNT = 1000
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BlockDeviceMapping(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    uuid: str | None = None
+    source_type: str | None = None
+    destination_type: str | None = None
+    boot_index: int | str | None = None
+
+
+class ServerCreate(_Body):
+    name: ServerName
+    flavorRef: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    imageRef: str = ""
+    availability_zone: Annotated[str, StringConstraints(max_length=255)] | None = None
+    metadata: dict[MetaKey, MetaValue] = Field(default_factory=dict, max_length=128)
+    min_count: int = Field(default=1, ge=1, le=MAX_COUNT)
+    max_count: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    networks: Literal["auto", "none"] | list[dict[str, Any]] | None = None
+    block_device_mapping_v2: list[BlockDeviceMapping] | None = None
+    # Accepted for client compatibility; the broker does not act on them yet.
+    security_groups: list[dict[str, Any]] | None = None
+    key_name: str | None = None
+    user_data: str | None = None
+    config_drive: bool | str | None = None
+    description: str | None = None
+    adminPass: str | None = None
+    accessIPv4: str | None = None
+    accessIPv6: str | None = None
+    tags: list[str] | None = None
+    return_reservation_id: bool | None = None
+    OS_DCF_diskConfig: str | None = Field(default=None, alias="OS-DCF:diskConfig")
+
+    @field_validator("flavorRef", mode="before")
+    @classmethod
+    def _flavor_ref(cls, v: Any) -> Any:
+        # Nova accepts a flavor id given as a JSON number.
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    def image(self) -> str:
+        """imageRef, or the image of the boot device in block_device_mapping_v2."""
+        if self.imageRef:
+            return self.imageRef
+        for bdm in self.block_device_mapping_v2 or []:
+            if bdm.source_type == "image" and str(bdm.boot_index) == "0" and bdm.uuid:
+                return bdm.uuid
+        return ""
+
+
+class ServerCreateBody(_Body):
+    server: ServerCreate
+    scheduler_hints: dict[str, Any] | None = Field(default=None, alias="OS-SCH-HNT:scheduler_hints")
+
+
+class RebootSpec(_Body):
+    type: Literal["SOFT", "HARD"] = "SOFT"
+
+
+class ServerActionBody(_Body):
+    os_start: None = Field(default=None, alias="os-start")
+    os_stop: None = Field(default=None, alias="os-stop")
+    reboot: RebootSpec | None = None
+
+
+class ExplainBody(_Body):
+    """A hypothetical boot to explain; nothing is reserved."""
+
+    flavor: Annotated[str, StringConstraints(min_length=1)]
+    image: Annotated[str, StringConstraints(min_length=1)]
+    project_id: str = "default"
+    availability_zone: str | None = None
+    max_hosts: int | None = Field(default=None, ge=0)

@@ -1,0 +1,114 @@
+"""Response shapes: broker objects rendered as OpenStack Compute v2.1 JSON.
+
+Broker-specific fields use the ``federator:`` prefix, as Nova extensions use ``OS-EXT-...``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any
+
+from federator.compute.records import ServerView
+from federator.config import FlavorConfig
+
+_VM_STATE = {
+    "BUILD": "building",
+    "ACTIVE": "active",
+    "SHUTOFF": "stopped",
+    "REBOOT": "active",
+    "ERROR": "error",
+    "DELETED": "deleted",
+}
+_POWER_STATE = {"ACTIVE": 1, "REBOOT": 1, "SHUTOFF": 4}
+
+
+def iso(ts: datetime | None) -> str | None:
+    return None if ts is None else ts.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def link(base: str, kind: str, ident: str) -> list[dict[str, str]]:
+    return [
+        {"rel": "self", "href": f"{base}/{kind}/{ident}"},
+        {"rel": "bookmark", "href": f"{base}/{kind}/{ident}"},
+    ]
+
+
+def server_brief(v: ServerView, base: str) -> dict[str, Any]:
+    return {"id": v.uuid, "name": v.name, "links": link(base, "servers", v.uuid)}
+
+
+def server_detail(v: ServerView, base: str) -> dict[str, Any]:
+    host_id = ""
+    if v.host:
+        host_id = hashlib.sha224(f"{v.project_id}{v.host}".encode()).hexdigest()
+    body: dict[str, Any] = {
+        "id": v.uuid,
+        "name": v.name,
+        "status": v.status,
+        "tenant_id": v.project_id,
+        "user_id": v.user_id,
+        "metadata": dict(v.metadata),
+        "hostId": host_id,
+        "image": {"id": v.image_id, "links": link(base, "images", v.image_id)},
+        "flavor": {"id": v.flavor_id, "links": link(base, "flavors", v.flavor_id)},
+        "created": iso(v.created_at),
+        "updated": iso(v.updated_at),
+        "addresses": {
+            net: [{"version": 6 if ":" in a else 4, "addr": a} for a in addrs]
+            for net, addrs in v.addresses.items()
+        },
+        "accessIPv4": "",
+        "accessIPv6": "",
+        "links": link(base, "servers", v.uuid),
+        "progress": 0,
+        "config_drive": "",
+        "key_name": None,
+        "security_groups": [{"name": "default"}] if v.cell and not v.in_cell0 else [],
+        "OS-DCF:diskConfig": "MANUAL",
+        "OS-EXT-AZ:availability_zone": v.availability_zone or "",
+        "OS-EXT-SRV-ATTR:host": v.host,
+        "OS-EXT-SRV-ATTR:hypervisor_hostname": v.host,
+        "OS-EXT-STS:vm_state": _VM_STATE.get(v.status, v.status.lower()),
+        "OS-EXT-STS:task_state": v.task_state,
+        "OS-EXT-STS:power_state": _POWER_STATE.get(v.status, 0),
+        "OS-SRV-USG:launched_at": iso(v.launched_at),
+        "OS-SRV-USG:terminated_at": None,
+        "os-extended-volumes:volumes_attached": [],
+        "federator:cell": v.cell,
+        "federator:flavor": dict(v.flavor),
+        "federator:policy_version": v.policy_version,
+        "federator:placement": dict(v.placement) if v.placement else None,
+    }
+    if v.fault:
+        body["fault"] = {
+            "code": 500,
+            "created": v.fault.get("created"),
+            "message": v.fault.get("message", ""),
+            "details": "\n".join(v.fault.get("details", [])),
+        }
+        body["federator:fault"] = {
+            "code": v.fault.get("code"),
+            "reason": v.fault.get("reason"),
+            "message": v.fault.get("message"),
+            "details": list(v.fault.get("details", [])),
+        }
+    return body
+
+
+def flavor_view(f: FlavorConfig, base: str, detail: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {"id": f.id, "name": f.name, "links": link(base, "flavors", f.id)}
+    if detail:
+        body.update(
+            {
+                "vcpus": f.vcpus,
+                "ram": f.ram_mb,
+                "disk": f.disk_gb,
+                "OS-FLV-EXT-DATA:ephemeral": 0,
+                "swap": "",
+                "rxtx_factor": 1.0,
+                "os-flavor-access:is_public": True,
+                "OS-FLV-DISABLED:disabled": False,
+            }
+        )
+    return body

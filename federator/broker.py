@@ -1,0 +1,157 @@
+"""The broker: wires configuration, databases, drivers, policy, workers and monitor.
+
+``Broker.open`` does every start-up check and fails with a clear error before anything
+runs: schema revisions, driver plugins and their options, and the policy file.
+``start`` resumes work a previous run of this node left unfinished and starts the
+workers and the monitor; ``stop`` drains them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from federator.compute.context import ComputeContext
+from federator.compute.inventory import HostCache, sync_zones
+from federator.compute.queue import TaskQueue
+from federator.compute.service import ComputeService
+from federator.compute.workers import WorkerPool
+from federator.config import Settings
+from federator.driver import Driver, DriverError
+from federator.exception import FederatorError
+from federator.monitor import jobs
+from federator.monitor.service import Monitor
+from federator.plugins import load_driver
+from federator.policy.loader import PolicyContext
+from federator.policy.store import PolicyStore
+from federator.scheduler.scheduler import HostScheduler
+from federator.storage import migrate
+from federator.storage.db import Database
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Databases:
+    api: Database
+    cells: dict[str, Database]  # cell0 included
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Databases:
+        pool = settings.workers.count + 16
+        api = Database("api", settings.api_db_url(), pool_size=pool)
+        cells = {"cell0": Database("cell0", settings.cell_db_url("cell0"), pool_size=pool)}
+        for name in settings.cell_names():
+            cells[name] = Database(name, settings.cell_db_url(name), pool_size=pool)
+        return cls(api, cells)
+
+    def all(self) -> list[tuple[Database, migrate.Kind]]:
+        return [(self.api, "api"), *((db, "cell") for db in self.cells.values())]
+
+    def upgrade(self) -> list[migrate.SchemaStatus]:
+        return [migrate.upgrade(db, kind) for db, kind in self.all()]
+
+    def check(self, *, initialise_empty: bool) -> list[migrate.SchemaStatus]:
+        """:raises DatabaseOutdated: a database is at another revision than this release."""
+        return [
+            migrate.ensure_current(db, kind, initialise_empty=initialise_empty)
+            for db, kind in self.all()
+        ]
+
+    def dispose(self) -> None:
+        for db, _ in self.all():
+            db.dispose()
+
+
+class Broker:
+    def __init__(
+        self,
+        settings: Settings,
+        dbs: Databases,
+        drivers: dict[str, Driver],
+        policies: PolicyStore,
+    ) -> None:
+        self.settings = settings
+        self.dbs = dbs
+        self.drivers = drivers
+        self.policies = policies
+        self.hosts = HostCache(dbs.api)
+        self.queue = TaskQueue(dbs.api, settings.node_id)
+        self.ctx = ComputeContext(
+            settings=settings,
+            api=dbs.api,
+            cells=dbs.cells,
+            drivers=drivers,
+            policies=policies,
+            hosts=self.hosts,
+            scheduler=HostScheduler(),
+            queue=self.queue,
+        )
+        self.compute = ComputeService(self.ctx)
+        self.workers = WorkerPool(self.ctx)
+        self.monitor = Monitor(self.ctx)
+        self._started = False
+
+    @classmethod
+    def open(cls, settings: Settings, *, initialise_empty: bool = True) -> Broker:
+        """Check everything and build the broker; nothing runs yet.
+
+        :raises FederatorError: (ConfigError, DriverNotFound, PolicyInvalid, DatabaseOutdated)
+            with a message naming what is wrong.
+        """
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        dbs = Databases.from_settings(settings)
+        drivers: dict[str, Driver] = {}
+        try:
+            dbs.check(initialise_empty=initialise_empty)
+            for zone in settings.zones:
+                drivers[zone.name] = load_driver(zone, settings.broker_id, settings.data_dir)
+            policies = PolicyStore(
+                settings.resolved_policy_file(),
+                PolicyContext.from_settings(settings),
+                dbs.api,
+                settings.node_id,
+            )
+            policies.load()
+            broker = cls(settings, dbs, drivers, policies)
+            sync_zones(dbs.api, settings)
+            for zone in settings.zones:
+                record = jobs.JobRecord(name=f"load:{zone.name}")
+                jobs.timed(record, jobs.refresh_zone, broker.ctx, zone.name)
+                if record.last_error:
+                    LOG.error(
+                        "zone %s is not reachable at start-up: %s", zone.name, record.last_error
+                    )
+            broker.hosts.reload()
+            return broker
+        except (FederatorError, DriverError):
+            for d in drivers.values():
+                d.close()
+            dbs.dispose()
+            raise
+
+    def start(self, *, workers: bool = True, monitor: bool = True) -> None:
+        """Resume this node's unfinished tasks, then start workers and monitor."""
+        self.queue.heartbeat(os.getpid())
+        resumed = self.queue.requeue_own()
+        if resumed:
+            LOG.warning("resuming %d task(s) left running by this node's previous run", resumed)
+        if workers:
+            self.workers.start()
+        if monitor:
+            self.monitor.start()
+        self._started = True
+
+    def stop(self) -> None:
+        """Stop taking work, let running tasks finish, stop the monitor, close everything."""
+        if self._started:
+            self.workers.stop()
+            self.monitor.stop()
+            self._started = False
+        for d in self.drivers.values():
+            try:
+                d.close()
+            except Exception:
+                LOG.exception("closing the driver of zone %s failed", d.zone)
+        self.dbs.dispose()

@@ -1,0 +1,507 @@
+"""The boot flow: rank zones, claim capacity, call the driver, reschedule, or bury in cell0.
+
+Crash safety rests on ordering. Capacity is claimed (with the chosen zone and host written
+on the build request) before the driver is called; the cell record is written before the
+build request is removed. A build task found running after a crash therefore resumes from
+what the databases and the driver say: an instance already recorded in its cell is just
+mapped, one the driver already has is recorded, and a claim with nothing behind it is
+released and the request scheduled again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import delete, update
+
+from federator import errors
+from federator.compute import claims
+from federator.compute.bootspec import BootSpec
+from federator.compute.context import ComputeContext
+from federator.compute.inventory import zone_loads
+from federator.compute.queue import TaskRef
+from federator.compute.records import CELL0
+from federator.compute.zonestate import record_zone_failure
+from federator.driver import (
+    AuthError,
+    CapacityError,
+    DriverError,
+    FlavorSpec,
+    InstanceNotFound,
+    InstanceSpec,
+    RemoteInstance,
+    TransientError,
+)
+from federator.policy.evaluate import Candidate, PlacementRequest, Ranking, ZoneLoad, rank
+from federator.scheduler.request import HostRequest
+from federator.storage.models import BuildRequest, Instance, InstanceMapping, RequestSpec, utcnow
+
+LOG = logging.getLogger(__name__)
+ALTERNATES = 5
+MAX_RESELECT = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    zone: str
+    host: str | None
+    placement: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Unplaceable:
+    code: str
+    notes: list[str]
+    placement: dict[str, Any] = field(default_factory=dict)
+
+
+class Builder:
+    """Runs build tasks. Stateless between tasks; safe to call from many threads."""
+
+    def __init__(self, ctx: ComputeContext) -> None:
+        self.ctx = ctx
+
+    # --- entry point ---------------------------------------------------------------
+
+    def build(self, task: TaskRef) -> None:
+        uuid = task.instance_uuid
+        with self.ctx.api.read() as s:
+            br = s.get(BuildRequest, uuid)
+            spec_row = s.get(RequestSpec, uuid)
+            mapping = s.get(InstanceMapping, uuid)
+            if br is not None:
+                s.expunge(br)
+        if br is None or spec_row is None:
+            if mapping is None:
+                LOG.info("build %s: request was deleted before it ran", uuid)
+            return
+        spec = BootSpec.from_dict(spec_row.spec)
+        held = claims.allocation_of(self.ctx.api, uuid)
+        if held is not None and self._resume(br, spec, held[0], held[1]):
+            return
+        self._schedule_and_build(br, spec)
+
+    def fail(self, uuid: str, message: str) -> None:
+        """Bury a build that cannot be completed because of a broker fault."""
+        with self.ctx.api.read() as s:
+            br = s.get(BuildRequest, uuid)
+            spec_row = s.get(RequestSpec, uuid)
+            if br is not None:
+                s.expunge(br)
+        if br is None or spec_row is None:
+            return
+        self._abandon_any(uuid)
+        self._bury(br, BootSpec.from_dict(spec_row.spec), errors.BUILD_FAILED, message, [])
+
+    def _abandon_any(self, uuid: str) -> None:
+        held = claims.allocation_of(self.ctx.api, uuid)
+        if held is not None:
+            self._abandon(held[0], uuid, cleanup=True)
+
+    # --- resume after a crash ------------------------------------------------------
+
+    def _resume(self, br: BuildRequest, spec: BootSpec, zone: str, host: str | None) -> bool:
+        """True when the build is complete after looking at what already exists."""
+        uuid = br.instance_uuid
+        cell = self.ctx.cell_of_zone(zone)
+        with self.ctx.cells[cell].read() as s:
+            recorded = s.get(Instance, uuid) is not None
+        if recorded:
+            LOG.info("build %s: resuming, record already in %s", uuid, cell)
+            self._map(uuid, cell)
+            return True
+        driver = self.ctx.drivers[zone]
+        try:
+            remote = driver.get(uuid)
+        except InstanceNotFound:
+            LOG.info("build %s: resuming, nothing was created in %s; rescheduling", uuid, zone)
+            claims.release(self.ctx.api, uuid)
+            return False
+        LOG.info("build %s: resuming, %s already created it", uuid, zone)
+        self._finalize(br, spec, zone, host, remote, dict(br.placement))
+        return True
+
+    # --- scheduling loop -----------------------------------------------------------
+
+    def _schedule_and_build(self, br: BuildRequest, spec: BootSpec) -> None:
+        uuid = br.instance_uuid
+        max_attempts = self.ctx.settings.workers.max_attempts
+        attempts = br.attempts
+        ignored: dict[str, set[str]] = {}
+        failed_zones: set[str] = set()
+        notes: list[str] = []
+        flavor = self.ctx.settings.flavor(spec.flavor_id)
+        if flavor is None:
+            self._bury(
+                br, spec, errors.BUILD_FAILED, f"flavor {spec.flavor_id} no longer exists", []
+            )
+            return
+        fspec = FlavorSpec(flavor.name, flavor.vcpus, flavor.ram_mb, flavor.disk_gb)
+        while attempts < max_attempts:
+            choice = self._choose(br, spec, ignored, failed_zones)
+            if isinstance(choice, Unplaceable):
+                self._bury(
+                    br,
+                    spec,
+                    choice.code,
+                    _headline(choice.code),
+                    notes + choice.notes,
+                    choice.placement,
+                )
+                return
+            attempts += 1
+            ispec = InstanceSpec(
+                uuid=uuid,
+                name=spec.name,
+                flavor=fspec,
+                image=spec.image_id,
+                project_id=spec.project_id,
+                broker_id=self.ctx.settings.broker_id,
+                host=choice.host,
+                metadata=dict(spec.metadata),
+            )
+            where = f"{choice.zone}/{choice.host}" if choice.host else choice.zone
+            try:
+                remote = self._create(choice.zone, ispec)
+            except (CapacityError, TransientError) as exc:
+                LOG.warning("build %s: %s refused: %s; trying the next candidate", uuid, where, exc)
+                notes.append(f"{where}: {exc.reason}")
+                self._abandon(choice.zone, uuid, cleanup=isinstance(exc, TransientError))
+                if choice.host:
+                    ignored.setdefault(choice.zone, set()).add(choice.host)
+                else:
+                    failed_zones.add(choice.zone)
+                continue
+            except AuthError as exc:
+                LOG.error("build %s: %s rejected the broker's credentials", uuid, choice.zone)
+                notes.append(f"{choice.zone}: credentials rejected; zone marked down")
+                claims.release(self.ctx.api, uuid)
+                record_zone_failure(self.ctx.api, choice.zone, exc.reason, force_down=True)
+                failed_zones.add(choice.zone)
+                continue
+            except DriverError as exc:
+                notes.append(f"{where}: {exc.reason}")
+                claims.release(self.ctx.api, uuid)
+                self._bury(
+                    br,
+                    spec,
+                    errors.BUILD_FAILED,
+                    f"{where} failed the build: {exc.reason}",
+                    notes,
+                    choice.placement,
+                )
+                return
+            except Exception as exc:
+                LOG.exception("build %s: driver of %s raised an unexpected error", uuid, where)
+                self._abandon(choice.zone, uuid, cleanup=True)
+                self._bury(
+                    br,
+                    spec,
+                    errors.BUILD_FAILED,
+                    f"{where}: unexpected driver error ({type(exc).__name__})",
+                    notes,
+                    choice.placement,
+                )
+                return
+            self._finalize(br, spec, choice.zone, choice.host, remote, choice.placement)
+            return
+        self._bury(
+            br,
+            spec,
+            errors.NO_VALID_HOST,
+            f"no valid host was found after {attempts} attempt(s)",
+            notes,
+        )
+
+    def _create(self, zone: str, ispec: InstanceSpec) -> RemoteInstance:
+        """Create with bounded retries of transient failures (create is idempotent)."""
+        driver = self.ctx.drivers[zone]
+        retries = self.ctx.settings.workers.transient_retries
+        backoff = self.ctx.settings.workers.transient_backoff
+        for n in range(retries + 1):
+            try:
+                return driver.create(ispec)
+            except TransientError:
+                if n == retries:
+                    raise
+                self.ctx.sleep(backoff * (2**n))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _abandon(self, zone: str, uuid: str, *, cleanup: bool) -> None:
+        """Give back the claim; after an ambiguous failure make sure nothing was left."""
+        if cleanup:
+            try:
+                self.ctx.drivers[zone].delete(uuid)
+            except DriverError as exc:
+                LOG.warning("build %s: cleanup in %s failed: %s", uuid, zone, exc)
+        claims.release(self.ctx.api, uuid)
+
+    def _choose(
+        self,
+        br: BuildRequest,
+        spec: BootSpec,
+        ignored: Mapping[str, set[str]],
+        failed_zones: set[str],
+    ) -> Choice | Unplaceable:
+        loaded = self.ctx.policies.current
+        flavor = self.ctx.settings.flavor(spec.flavor_id)
+        image = self.ctx.settings.image(spec.image_id)
+        assert flavor is not None
+        request = PlacementRequest(
+            project_id=spec.project_id,
+            flavor_id=flavor.id,
+            flavor_name=flavor.name,
+            vcpus=flavor.vcpus,
+            ram_mb=flavor.ram_mb,
+            disk_gb=flavor.disk_gb,
+            image_id=image.id if image else spec.image_id,
+            image_name=image.name if image else spec.image_id,
+            availability_zone=spec.availability_zone,
+        )
+        loads = zone_loads(self.ctx.api)
+        ranking = rank(loaded.policy, self.ctx.policies.context, request, loads)
+        for z in ranking.stop_bursting:
+            if claims.set_bursting(self.ctx.api, z, False):
+                LOG.info("zone %s fell below every low-water mark: placing locally again", z)
+        for z in ranking.start_bursting:
+            if claims.set_bursting(self.ctx.api, z, True):
+                LOG.info("zone %s crossed a high-water mark: bursting to its overflow zones", z)
+        notes = [f"{v.zone}: {v.detail}" for v in ranking.verdicts if not v.accepted]
+        res = claims.Resources(flavor.vcpus, flavor.ram_mb, flavor.disk_gb)
+        for cand in ranking.candidates:
+            if cand.zone in failed_zones:
+                continue
+            placement = _placement(loaded.policy.version, loaded.sha256, ranking, loads, cand)
+            if self.ctx.drivers[cand.zone].capabilities().host_scheduling:
+                got = self._claim_on_host(
+                    br.instance_uuid, cand, res, ignored.get(cand.zone), placement, notes
+                )
+                if got is not None:
+                    placement["host"] = got
+                    return Choice(cand.zone, got, placement)
+                continue
+            outcome = claims.claim(
+                self.ctx.api,
+                instance_uuid=br.instance_uuid,
+                zone=cand.zone,
+                host_id=None,
+                host_name=None,
+                res=res,
+                limits=cand.limits,
+                require_not_bursting=cand.thresholded,
+                placement=placement,
+            )
+            if outcome.outcome is claims.ClaimOutcome.OK:
+                return Choice(cand.zone, None, placement)
+            notes.append(f"{cand.zone}: limit reached by concurrent requests")
+        code = ranking.fault or errors.NO_VALID_HOST
+        return Unplaceable(
+            code, notes, _placement(loaded.policy.version, loaded.sha256, ranking, loads, None)
+        )
+
+    def _claim_on_host(
+        self,
+        uuid: str,
+        cand: Candidate,
+        res: claims.Resources,
+        ignored: set[str] | None,
+        placement: dict[str, Any],
+        notes: list[str],
+    ) -> str | None:
+        hreq = HostRequest(
+            zone=cand.zone,
+            vcpus=res.vcpus,
+            ram_mb=res.ram_mb,
+            disk_gb=res.disk_gb,
+            weighing=cand.weighing,
+            ignore_hosts=frozenset(ignored or ()),
+        )
+        cache = self.ctx.hosts
+        for _ in range(MAX_RESELECT):
+            names = self.ctx.scheduler.select(cache.table, hreq, limit=ALTERNATES)
+            if not names:
+                notes.append(
+                    f"{cand.zone}: no host has {res.ram_mb} MB RAM, {res.vcpus} vCPU and "
+                    f"{res.disk_gb} GB disk free"
+                    + (" (after excluding failed hosts)" if ignored else "")
+                )
+                return None
+            for name in names:
+                host_id = cache.host_id(cand.zone, name)
+                if host_id is None:
+                    continue
+                result = claims.claim(
+                    self.ctx.api,
+                    instance_uuid=uuid,
+                    zone=cand.zone,
+                    host_id=host_id,
+                    host_name=name,
+                    res=res,
+                    limits=cand.limits,
+                    require_not_bursting=cand.thresholded,
+                    placement={**placement, "host": name},
+                )
+                if result.outcome is claims.ClaimOutcome.OK:
+                    u = result.host_usage
+                    if u is not None:
+                        cache.set_usage(
+                            u.host_id, u.vcpus_used, u.ram_used_mb, u.disk_used_gb, u.instances
+                        )
+                    return name
+                if result.outcome is claims.ClaimOutcome.ZONE_LIMIT:
+                    if cand.thresholded and claims.set_bursting(self.ctx.api, cand.zone, True):
+                        LOG.info("zone %s crossed a high-water mark: bursting", cand.zone)
+                    notes.append(f"{cand.zone}: limit reached by concurrent requests")
+                    return None
+                cache.refresh_host(host_id)
+        notes.append(f"{cand.zone}: gave up after {MAX_RESELECT} contended claims")
+        return None
+
+    # --- outcomes ------------------------------------------------------------------
+
+    def _finalize(
+        self,
+        br: BuildRequest,
+        spec: BootSpec,
+        zone: str,
+        host: str | None,
+        remote: RemoteInstance,
+        placement: dict[str, Any],
+    ) -> None:
+        uuid = br.instance_uuid
+        cell = self.ctx.cell_of_zone(zone)
+        now = utcnow()
+        with self.ctx.cells[cell].write() as s:
+            if s.get(Instance, uuid) is None:
+                s.add(
+                    Instance(
+                        uuid=uuid,
+                        name=spec.name,
+                        project_id=spec.project_id,
+                        user_id=spec.user_id,
+                        flavor_id=spec.flavor_id,
+                        flavor=self.ctx.flavor_snapshot(spec.flavor_id),
+                        image_id=spec.image_id,
+                        availability_zone=zone,
+                        requested_az=spec.availability_zone,
+                        host=host or remote.host,
+                        remote_id=remote.remote_id,
+                        status=remote.state.value,
+                        task_state=None,
+                        metadata_=dict(spec.metadata),
+                        addresses={k: list(v) for k, v in remote.addresses.items()},
+                        placement=placement,
+                        policy_version=placement.get("policy_version"),
+                        created_at=br.created_at,
+                        updated_at=now,
+                        launched_at=remote.launched_at or now,
+                    )
+                )
+        self._map(uuid, cell)
+        LOG.info(
+            "build %s: %s in %s%s", uuid, remote.state.value, zone, f" on {host}" if host else ""
+        )
+
+    def _bury(
+        self,
+        br: BuildRequest,
+        spec: BootSpec,
+        code: str,
+        message: str,
+        notes: Sequence[str],
+        placement: dict[str, Any] | None = None,
+    ) -> None:
+        uuid = br.instance_uuid
+        claims.release(self.ctx.api, uuid)
+        details = list(dict.fromkeys(notes))
+        fault = {
+            "code": code,
+            "reason": errors.FAULT_REASONS.get(code, code.rsplit(".", 1)[-1]),
+            "message": message + (": " + "; ".join(details) if details else ""),
+            "details": details,
+            "created": utcnow().isoformat(),
+        }
+        with self.ctx.cells[CELL0].write() as s:
+            if s.get(Instance, uuid) is None:
+                s.add(
+                    Instance(
+                        uuid=uuid,
+                        name=spec.name,
+                        project_id=spec.project_id,
+                        user_id=spec.user_id,
+                        flavor_id=spec.flavor_id,
+                        flavor=self.ctx.flavor_snapshot(spec.flavor_id),
+                        image_id=spec.image_id,
+                        availability_zone=spec.availability_zone,
+                        requested_az=spec.availability_zone,
+                        status="ERROR",
+                        task_state=None,
+                        fault=fault,
+                        metadata_=dict(spec.metadata),
+                        addresses={},
+                        placement=placement or {},
+                        policy_version=(placement or {}).get("policy_version"),
+                        created_at=br.created_at,
+                        updated_at=utcnow(),
+                    )
+                )
+        self._map(uuid, CELL0)
+        LOG.warning("build %s: buried in cell0 (%s): %s", uuid, fault["reason"], fault["message"])
+
+    def _map(self, uuid: str, cell: str) -> None:
+        with self.ctx.api.write() as s:
+            s.execute(
+                update(InstanceMapping)
+                .where(InstanceMapping.instance_uuid == uuid)
+                .values(cell=cell)
+            )
+            s.execute(delete(BuildRequest).where(BuildRequest.instance_uuid == uuid))
+
+
+def _headline(code: str) -> str:
+    return {
+        errors.POLICY_DENIED: "the policy allows this request in no availability zone",
+        errors.QUOTA_EXCEEDED: "every candidate availability zone is at its quota",
+    }.get(code, "no valid host was found")
+
+
+def _placement(
+    version: str,
+    sha256: str,
+    ranking: Ranking,
+    loads: Mapping[str, ZoneLoad],
+    cand: Candidate | None,
+) -> dict[str, Any]:
+    """What decided a placement: policy version and the figures each verdict saw."""
+    return {
+        "policy_version": version,
+        "policy_sha256": sha256,
+        "decided_at": utcnow().isoformat(),
+        "zone": cand.zone if cand else None,
+        "reason": cand.reason if cand else None,
+        "matched_rules": list(ranking.matched_rules),
+        "load": {
+            name: {
+                "ram_used_mb": ld.ram_used_mb,
+                "ram_total_mb": ld.ram_total_mb,
+                "vcpus_used": ld.vcpus_used,
+                "vcpus_total": ld.vcpus_total,
+                "instances": ld.instances,
+                "bursting": ld.bursting,
+            }
+            for name, ld in loads.items()
+        },
+        "verdicts": [
+            {
+                "zone": v.zone,
+                "accepted": v.accepted,
+                "check": v.check,
+                "detail": v.detail,
+                "figures": dict(v.figures),
+            }
+            for v in ranking.verdicts
+        ],
+    }

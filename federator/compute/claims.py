@@ -1,0 +1,213 @@
+"""Atomic capacity claims in the API database.
+
+A claim is one transaction of conditional updates: the zone's counters move only if the
+zone stays within the policy's ceilings (high-water marks or quotas), the host's counters
+move only if the host stays within its schedulable capacity, and the allocation row is
+written with them. Either everything moves or nothing does, so concurrent requests, in one
+process or many, never put a host, a zone or a quota over its limit. Releases undo exactly
+what the allocation row recorded, once.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, delete, select, update
+
+from federator.policy.evaluate import Limits
+from federator.storage.db import Database
+from federator.storage.models import Allocation, BuildRequest, Host, Zone, utcnow
+
+
+class ClaimOutcome(enum.Enum):
+    OK = "ok"
+    ZONE_LIMIT = "zone_limit"  # a ceiling, the bursting flag or the zone's state refused it
+    HOST_FULL = "host_full"  # the host has no room (or was disabled) by now
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """A host's counters after a claim or release (to refresh the scheduler's cache)."""
+
+    host_id: int
+    vcpus_used: int
+    ram_used_mb: int
+    disk_used_gb: int
+    instances: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    outcome: ClaimOutcome
+    host_usage: Usage | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    vcpus: int
+    ram_mb: int
+    disk_gb: int
+
+
+def claim(
+    db: Database,
+    *,
+    instance_uuid: str,
+    zone: str,
+    host_id: int | None,
+    host_name: str | None,
+    res: Resources,
+    limits: Limits,
+    require_not_bursting: bool,
+    placement: dict[str, Any] | None = None,
+) -> ClaimResult:
+    """Claim ``res`` for ``instance_uuid`` in ``zone`` (and on ``host_id``), atomically."""
+    zone_cond: list[ColumnElement[bool]] = [Zone.name == zone, Zone.state == "available"]
+    if require_not_bursting:
+        zone_cond.append(Zone.bursting.is_(False))
+    if limits.ram_mb is not None:
+        zone_cond.append(Zone.ram_used_mb + res.ram_mb <= limits.ram_mb)
+    if limits.vcpus is not None:
+        zone_cond.append(Zone.vcpus_used + res.vcpus <= limits.vcpus)
+    if limits.instances is not None:
+        zone_cond.append(Zone.instances + 1 <= limits.instances)
+
+    with db.write() as s:
+        moved = s.execute(
+            update(Zone)
+            .where(and_(*zone_cond))
+            .values(
+                ram_used_mb=Zone.ram_used_mb + res.ram_mb,
+                vcpus_used=Zone.vcpus_used + res.vcpus,
+                disk_used_gb=Zone.disk_used_gb + res.disk_gb,
+                instances=Zone.instances + 1,
+                updated_at=utcnow(),
+            )
+        )
+        if moved.rowcount != 1:  # type: ignore[attr-defined]
+            s.rollback()
+            return ClaimResult(ClaimOutcome.ZONE_LIMIT)
+        usage: Usage | None = None
+        if host_id is not None:
+            row = s.execute(
+                update(Host)
+                .where(
+                    Host.id == host_id,
+                    Host.enabled.is_(True),
+                    Host.ram_used_mb + res.ram_mb <= Host.ram_mb * Host.ram_ratio,
+                    Host.vcpus_used + res.vcpus <= Host.vcpus * Host.cpu_ratio,
+                    Host.disk_used_gb + res.disk_gb <= Host.disk_gb * Host.disk_ratio,
+                )
+                .values(
+                    ram_used_mb=Host.ram_used_mb + res.ram_mb,
+                    vcpus_used=Host.vcpus_used + res.vcpus,
+                    disk_used_gb=Host.disk_used_gb + res.disk_gb,
+                    instances=Host.instances + 1,
+                    updated_at=utcnow(),
+                )
+                .returning(Host.vcpus_used, Host.ram_used_mb, Host.disk_used_gb, Host.instances)
+            ).first()
+            if row is None:
+                s.rollback()
+                return ClaimResult(ClaimOutcome.HOST_FULL)
+            usage = Usage(host_id, row[0], row[1], row[2], row[3])
+        s.add(
+            Allocation(
+                instance_uuid=instance_uuid,
+                zone=zone,
+                host_id=host_id,
+                vcpus=res.vcpus,
+                ram_mb=res.ram_mb,
+                disk_gb=res.disk_gb,
+            )
+        )
+        s.execute(
+            update(BuildRequest)
+            .where(BuildRequest.instance_uuid == instance_uuid)
+            .values(
+                zone=zone,
+                host=host_name,
+                placement=placement or {},
+                attempts=BuildRequest.attempts + 1,
+                updated_at=utcnow(),
+            )
+        )
+    return ClaimResult(ClaimOutcome.OK, usage)
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    zone: str
+    host_usage: Usage | None
+
+
+def release(db: Database, instance_uuid: str) -> Released | None:
+    """Give back what ``instance_uuid`` holds; None when it holds nothing (idempotent)."""
+    with db.write() as s:
+        alloc = s.execute(
+            delete(Allocation)
+            .where(Allocation.instance_uuid == instance_uuid)
+            .returning(
+                Allocation.zone,
+                Allocation.host_id,
+                Allocation.vcpus,
+                Allocation.ram_mb,
+                Allocation.disk_gb,
+            )
+        ).first()
+        if alloc is None:
+            return None
+        zone, host_id, vcpus, ram_mb, disk_gb = alloc
+        s.execute(
+            update(Zone)
+            .where(Zone.name == zone)
+            .values(
+                ram_used_mb=Zone.ram_used_mb - ram_mb,
+                vcpus_used=Zone.vcpus_used - vcpus,
+                disk_used_gb=Zone.disk_used_gb - disk_gb,
+                instances=Zone.instances - 1,
+                updated_at=utcnow(),
+            )
+        )
+        usage: Usage | None = None
+        if host_id is not None:
+            row = s.execute(
+                update(Host)
+                .where(Host.id == host_id)
+                .values(
+                    ram_used_mb=Host.ram_used_mb - ram_mb,
+                    vcpus_used=Host.vcpus_used - vcpus,
+                    disk_used_gb=Host.disk_used_gb - disk_gb,
+                    instances=Host.instances - 1,
+                    updated_at=utcnow(),
+                )
+                .returning(Host.vcpus_used, Host.ram_used_mb, Host.disk_used_gb, Host.instances)
+            ).first()
+            if row is not None:
+                usage = Usage(host_id, row[0], row[1], row[2], row[3])
+    return Released(zone, usage)
+
+
+def allocation_of(db: Database, instance_uuid: str) -> tuple[str, str | None] | None:
+    """(zone, host name) the instance holds capacity on, or None."""
+    with db.read() as s:
+        row = s.execute(
+            select(Allocation.zone, Host.name)
+            .outerjoin(Host, Host.id == Allocation.host_id)
+            .where(Allocation.instance_uuid == instance_uuid)
+        ).first()
+        return None if row is None else (row[0], row[1])
+
+
+def set_bursting(db: Database, zone: str, bursting: bool) -> bool:
+    """Flip a local zone's hysteresis flag; True when this call changed it."""
+    with db.write() as s:
+        result = s.execute(
+            update(Zone)
+            .where(Zone.name == zone, Zone.bursting.is_(not bursting))
+            .values(bursting=bursting, updated_at=utcnow())
+        )
+        changed: bool = result.rowcount == 1  # type: ignore[attr-defined]
+        return changed

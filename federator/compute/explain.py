@@ -1,0 +1,142 @@
+"""Explain a hypothetical boot: every candidate zone and host, and why. Reserves nothing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from federator.compute.context import ComputeContext
+from federator.compute.inventory import zone_loads
+from federator.exception import BadRequest
+from federator.policy.evaluate import PlacementRequest, rank, threshold_figures
+from federator.scheduler.request import HostRequest
+
+
+@dataclass(frozen=True, slots=True)
+class ExplainRequest:
+    flavor: str
+    image: str
+    project_id: str = "default"
+    availability_zone: str | None = None
+    max_hosts: int | None = None
+
+
+def explain(ctx: ComputeContext, req: ExplainRequest) -> dict[str, Any]:
+    """The decision the broker would take now, with the figures behind every verdict.
+
+    :raises BadRequest: unknown flavor, image or availability zone.
+    """
+    flavor = ctx.settings.flavor(req.flavor)
+    if flavor is None:
+        raise BadRequest(
+            f"flavor {req.flavor!r} does not exist",
+            problems=[{"field": "flavor", "message": "unknown flavor"}],
+        )
+    image = ctx.settings.image(req.image)
+    if image is None:
+        raise BadRequest(
+            f"image {req.image!r} does not exist",
+            problems=[{"field": "image", "message": "unknown image"}],
+        )
+    if req.availability_zone and req.availability_zone not in {z.name for z in ctx.settings.zones}:
+        raise BadRequest(
+            f"availability zone {req.availability_zone!r} does not exist",
+            problems=[{"field": "availability_zone", "message": "unknown zone"}],
+        )
+    loaded = ctx.policies.current
+    loads = zone_loads(ctx.api)
+    preq = PlacementRequest(
+        project_id=req.project_id,
+        flavor_id=flavor.id,
+        flavor_name=flavor.name,
+        vcpus=flavor.vcpus,
+        ram_mb=flavor.ram_mb,
+        disk_gb=flavor.disk_gb,
+        image_id=image.id,
+        image_name=image.name,
+        availability_zone=req.availability_zone,
+    )
+    ranking = rank(loaded.policy, ctx.policies.context, preq, loads)
+    candidates = {c.zone: c for c in ranking.candidates}
+    decision: dict[str, Any] | None = None
+    zones: list[dict[str, Any]] = []
+    order = [z.name for z in ctx.settings.zones]
+    for name in order:
+        verdicts = [v for v in ranking.verdicts if v.zone == name]
+        cand = candidates.get(name)
+        if not verdicts and cand is None:
+            continue
+        entry: dict[str, Any] = {
+            "zone": name,
+            "kind": ctx.settings.zone(name).kind,
+            "candidate": cand is not None,
+            "rank": ranking.candidates.index(cand) + 1 if cand else None,
+            "verdicts": [
+                {
+                    "check": v.check,
+                    "accepted": v.accepted,
+                    "detail": v.detail,
+                    "figures": dict(v.figures),
+                }
+                for v in verdicts
+            ],
+            "thresholds": threshold_figures(loaded.policy, loads[name]) if name in loads else {},
+        }
+        if cand is not None:
+            entry["limits"] = {
+                "ram_mb": cand.limits.ram_mb,
+                "vcpus": cand.limits.vcpus,
+                "instances": cand.limits.instances,
+            }
+            entry["reason"] = cand.reason
+            chosen_host: str | None = None
+            if ctx.drivers[name].capabilities().host_scheduling:
+                hreq = HostRequest(
+                    zone=name,
+                    vcpus=flavor.vcpus,
+                    ram_mb=flavor.ram_mb,
+                    disk_gb=flavor.disk_gb,
+                    weighing=cand.weighing,
+                )
+                hosts = ctx.scheduler.explain(ctx.hosts.table, hreq)
+                passing = [h for h in hosts if h.passed]
+                passing.sort(key=lambda h: -(h.weight or 0.0))
+                chosen_host = passing[0].host if passing else None
+                shown = hosts if req.max_hosts is None else hosts[: req.max_hosts]
+                entry["hosts"] = [
+                    {
+                        "host": h.host,
+                        "passed": h.passed,
+                        "rejected_by": h.rejected_by,
+                        "detail": h.detail,
+                        "weight": h.weight,
+                        "free_ram_mb": h.free_ram_mb,
+                        "free_vcpus": h.free_vcpus,
+                        "free_disk_gb": h.free_disk_gb,
+                    }
+                    for h in shown
+                ]
+                entry["hosts_total"] = len(hosts)
+                entry["hosts_passed"] = len(passing)
+                if decision is None and chosen_host is not None:
+                    decision = {"zone": name, "host": chosen_host}
+            elif decision is None:
+                decision = {"zone": name, "host": None}
+        zones.append(entry)
+    zones.sort(key=lambda e: (e["rank"] is None, e["rank"] or 0, order.index(e["zone"])))
+    return {
+        "policy_version": loaded.policy.version,
+        "policy_sha256": loaded.sha256,
+        "request": {
+            "flavor": flavor.name,
+            "image": image.name,
+            "project_id": req.project_id,
+            "availability_zone": req.availability_zone,
+        },
+        "matched_rules": list(ranking.matched_rules),
+        "decision": decision,
+        "fault": None if decision else (ranking.fault or "federator.placement.no_valid_host"),
+        "would_start_bursting": list(ranking.start_bursting),
+        "would_stop_bursting": list(ranking.stop_bursting),
+        "zones": zones,
+    }

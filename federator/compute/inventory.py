@@ -1,0 +1,197 @@
+"""Zones and hosts in the API database, and the scheduler's in-memory copy of them.
+
+``sync_zones`` registers every configured zone; ``sync_hosts`` records the hosts a zone's
+driver reports and recomputes the zone's schedulable totals. ``HostCache`` keeps the
+columnar host table the scheduler reads; it is refreshed from the database periodically
+and host by host whenever a claim finds the cache stale (the database stays the truth).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+from sqlalchemy import func, select, update
+
+from federator.config import Settings, ZoneConfig
+from federator.driver import HostInfo
+from federator.policy.evaluate import ZoneLoad
+from federator.scheduler.hoststate import HostRow, HostTable
+from federator.storage.db import Database
+from federator.storage.models import Host, Zone, utcnow
+
+LOG = logging.getLogger(__name__)
+
+
+def sync_zones(db: Database, settings: Settings) -> None:
+    """Make the zones table match the configuration (zones never configured stay, unused)."""
+    with db.write() as s:
+        for zc in settings.zones:
+            row = s.get(Zone, zc.name)
+            if row is None:
+                s.add(Zone(name=zc.name, kind=zc.kind, driver=zc.driver, cell=zc.cell))
+            else:
+                row.kind, row.driver, row.cell = zc.kind, zc.driver, zc.cell
+
+
+def sync_hosts(db: Database, zone: ZoneConfig, hosts: Sequence[HostInfo]) -> int:
+    """Upsert the hosts a driver reports; returns how many were new.
+
+    Usage counters are never touched here: they move only with allocations.
+    Hosts the driver no longer reports are disabled, not deleted, so their allocations
+    stay accounted for.
+    """
+    new = 0
+    with db.write() as s:
+        existing = {h.name: h for h in s.scalars(select(Host).where(Host.zone == zone.name))}
+        seen = set()
+        for info in hosts:
+            seen.add(info.name)
+            row = existing.get(info.name)
+            if row is None:
+                new += 1
+                s.add(
+                    Host(
+                        zone=zone.name,
+                        name=info.name,
+                        az=zone.name,
+                        enabled=True,
+                        vcpus=info.vcpus,
+                        ram_mb=info.ram_mb,
+                        disk_gb=info.disk_gb,
+                        cpu_ratio=zone.cpu_allocation_ratio,
+                        ram_ratio=zone.ram_allocation_ratio,
+                        disk_ratio=zone.disk_allocation_ratio,
+                    )
+                )
+            else:
+                row.vcpus, row.ram_mb, row.disk_gb = info.vcpus, info.ram_mb, info.disk_gb
+                row.cpu_ratio = zone.cpu_allocation_ratio
+                row.ram_ratio = zone.ram_allocation_ratio
+                row.disk_ratio = zone.disk_allocation_ratio
+                if not row.enabled and row.disabled_reason == "not reported by driver":
+                    row.enabled, row.disabled_reason = True, ""
+        for name, row in existing.items():
+            if name not in seen and row.enabled:
+                row.enabled, row.disabled_reason = False, "not reported by driver"
+        s.flush()
+        totals = s.execute(
+            select(
+                func.coalesce(func.sum(Host.ram_mb * Host.ram_ratio), 0),
+                func.coalesce(func.sum(Host.vcpus * Host.cpu_ratio), 0),
+                func.coalesce(func.sum(Host.disk_gb * Host.disk_ratio), 0),
+            ).where(Host.zone == zone.name, Host.enabled.is_(True))
+        ).one()
+        s.execute(
+            update(Zone)
+            .where(Zone.name == zone.name)
+            .values(
+                ram_total_mb=int(totals[0]),
+                vcpus_total=int(totals[1]),
+                disk_total_gb=int(totals[2]),
+                updated_at=utcnow(),
+            )
+        )
+    return new
+
+
+def zone_loads(db: Database) -> dict[str, ZoneLoad]:
+    """Current usage and totals of every zone, as the policy evaluates them."""
+    with db.read() as s:
+        return {
+            z.name: ZoneLoad(
+                zone=z.name,
+                kind="local" if z.kind == "local" else "virtual",
+                available=z.state == "available",
+                bursting=z.bursting,
+                ram_used_mb=z.ram_used_mb,
+                ram_total_mb=z.ram_total_mb,
+                vcpus_used=z.vcpus_used,
+                vcpus_total=z.vcpus_total,
+                instances=z.instances,
+            )
+            for z in s.scalars(select(Zone))
+        }
+
+
+def _row(h: Host) -> HostRow:
+    return HostRow(
+        id=h.id,
+        zone=h.zone,
+        name=h.name,
+        az=h.az,
+        enabled=h.enabled,
+        vcpus=h.vcpus,
+        ram_mb=h.ram_mb,
+        disk_gb=h.disk_gb,
+        vcpus_used=h.vcpus_used,
+        ram_used_mb=h.ram_used_mb,
+        disk_used_gb=h.disk_used_gb,
+        instances=h.instances,
+        cpu_ratio=h.cpu_ratio,
+        ram_ratio=h.ram_ratio,
+        disk_ratio=h.disk_ratio,
+    )
+
+
+class HostCache:
+    """The scheduler's columnar copy of the hosts table."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._swap = threading.Lock()
+        self._table = HostTable.from_rows([])
+        self._ids: dict[int, int] = {}
+
+    @property
+    def table(self) -> HostTable:
+        return self._table
+
+    def reload(self) -> None:
+        """Rebuild the table from the database (start-up, host changes, periodic refresh)."""
+        with self._db.read() as s:
+            rows = [_row(h) for h in s.scalars(select(Host).order_by(Host.zone, Host.id))]
+        table = HostTable.from_rows(rows)
+        ids = {}
+        for r in rows:
+            i = table.index_of(r.zone, r.name)
+            if i is not None:
+                ids[r.id] = i
+        with self._swap:
+            self._table, self._ids = table, ids
+
+    def host_id(self, zone: str, name: str) -> int | None:
+        i = self._table.index_of(zone, name)
+        return None if i is None else self._table.row_at(i).id
+
+    def set_usage(
+        self, host_id: int, vcpus_used: int, ram_used_mb: int, disk_used_gb: int, instances: int
+    ) -> None:
+        i = self._ids.get(host_id)
+        if i is not None:
+            self._table.set_usage(
+                i,
+                vcpus_used=vcpus_used,
+                ram_used_mb=ram_used_mb,
+                disk_used_gb=disk_used_gb,
+                instances=instances,
+            )
+
+    def refresh_host(self, host_id: int) -> None:
+        """Re-read one host after a claim found the cached figures stale."""
+        with self._db.read() as s:
+            h = s.get(Host, host_id)
+            if h is None:
+                return
+            i = self._ids.get(host_id)
+            if i is None:
+                return
+            self._table.set_enabled(i, h.enabled)
+            self._table.set_usage(
+                i,
+                vcpus_used=h.vcpus_used,
+                ram_used_mb=h.ram_used_mb,
+                disk_used_gb=h.disk_used_gb,
+                instances=h.instances,
+            )

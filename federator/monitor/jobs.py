@@ -1,0 +1,80 @@
+"""Monitor jobs as plain functions; ``federator.monitor.service`` only schedules them."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+from federator.compute.context import ComputeContext
+from federator.compute.inventory import sync_hosts
+from federator.compute.zonestate import record_zone_failure, record_zone_success
+from federator.driver import DriverError
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class JobRecord:
+    """What the API shows for each job: last run, duration, result, error."""
+
+    name: str
+    runs: int = 0
+    last_started: float | None = None
+    last_duration: float | None = None
+    last_result: str = ""
+    last_error: str = ""
+    failures: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def refresh_zone(ctx: ComputeContext, zone: str) -> str:
+    """Probe a zone's health and re-read its hosts; returns a one-line summary.
+
+    :raises DriverError: the zone could not be asked (counted towards marking it down).
+    """
+    driver = ctx.drivers[zone]
+    zc = ctx.settings.zone(zone)
+    health = driver.health()
+    if not health.ok:
+        down = record_zone_failure(ctx.api, zone, health.detail)
+        return f"unhealthy ({'down' if down else 'degraded'}): {health.detail}"
+    new = 0
+    if driver.capabilities().host_scheduling:
+        try:
+            new = sync_hosts(ctx.api, zc, driver.list_hosts())
+        except DriverError as exc:
+            record_zone_failure(ctx.api, zone, exc.message)
+            raise
+    record_zone_success(ctx.api, zone, health.detail)
+    return f"ok: {health.detail}" + (f"; {new} new host(s)" if new else "")
+
+
+def refresh_hosts_cache(ctx: ComputeContext) -> str:
+    ctx.hosts.reload()
+    return f"{len(ctx.hosts.table)} host(s) cached"
+
+
+def heartbeat(ctx: ComputeContext, stale_after: float) -> str:
+    ctx.queue.heartbeat(os.getpid())
+    n = ctx.queue.requeue_orphaned(stale_after)
+    return f"alive; {n} orphaned task(s) requeued" if n else "alive"
+
+
+def timed(record: JobRecord, fn: object, *args: object) -> None:
+    """Run ``fn`` and keep its outcome on ``record``; never raises."""
+    record.runs += 1
+    record.last_started = time.time()
+    t0 = time.perf_counter()
+    try:
+        result = fn(*args)  # type: ignore[operator]
+        record.last_result = str(result)
+        record.last_error = ""
+    except Exception as exc:
+        record.failures += 1
+        record.last_error = f"{type(exc).__name__}: {exc}"
+        record.last_result = "failed"
+        LOG.warning("monitor job %s failed: %s", record.name, record.last_error)
+    finally:
+        record.last_duration = time.perf_counter() - t0

@@ -1,0 +1,69 @@
+"""APScheduler wiring for the monitor.
+
+One job per zone (so a slow or unreachable zone never delays the others), plus the
+node heartbeat and the scheduler cache refresh. Jobs never overlap themselves
+(``max_instances=1``) and missed runs coalesce into one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from federator.compute.context import ComputeContext
+from federator.monitor import jobs
+from federator.monitor.jobs import JobRecord
+
+LOG = logging.getLogger(__name__)
+
+
+class Monitor:
+    def __init__(self, ctx: ComputeContext) -> None:
+        self.ctx = ctx
+        self.records: dict[str, JobRecord] = {}
+        workers = max(4, len(ctx.settings.zones) + 2)
+        self._scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(workers)},
+            job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": 30},
+            timezone="UTC",
+        )
+
+    def _add(self, name: str, interval: float, fn: Callable[..., Any], *args: Any) -> None:
+        record = JobRecord(name=name)
+        self.records[name] = record
+        self._scheduler.add_job(
+            jobs.timed,
+            "interval",
+            seconds=interval,
+            args=(record, fn, *args),
+            id=name,
+            name=name,
+        )
+
+    def start(self) -> None:
+        mon = self.ctx.settings.monitor
+        stale = self.ctx.settings.workers.lease_seconds
+        self._add("heartbeat", mon.heartbeat_interval, jobs.heartbeat, self.ctx, stale)
+        for zone in self.ctx.settings.zones:
+            self._add(
+                f"load:{zone.name}", mon.load_interval, jobs.refresh_zone, self.ctx, zone.name
+            )
+        self._add("hosts-cache", mon.load_interval, jobs.refresh_hosts_cache, self.ctx)
+        self._scheduler.start()
+        LOG.info("monitor started with %d job(s)", len(self.records))
+
+    def run_now(self, name: str) -> JobRecord:
+        """Run one job synchronously (admin call and tests)."""
+        job = self._scheduler.get_job(name)
+        if job is None:
+            raise KeyError(name)
+        job.func(*job.args)
+        return self.records[name]
+
+    def stop(self) -> None:
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=True)

@@ -1,0 +1,40 @@
+"""What one placement decision asks of the host scheduler."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["HostRequest", "Weighing"]
+
+Weighing = Literal["spread", "pack"]
+
+
+@dataclass(frozen=True, slots=True)
+class HostRequest:
+    """Resources and constraints for one instance in one zone.
+
+    ``anti_affinity_hosts``: hosts already holding a member of the request's
+    anti-affinity group. ``affinity_hosts``: when set and non-empty, only these
+    hosts qualify (the affinity group is already placed); an empty set means the
+    group has no members yet, so any host qualifies. ``ignore_hosts``: hosts
+    that already failed this request (reschedule).
+
+    :raises ValueError: a resource figure is negative or ``weighing`` is unknown.
+    """
+
+    zone: str
+    vcpus: int
+    ram_mb: int
+    disk_gb: int
+    az: str | None = None
+    weighing: Weighing = "spread"
+    anti_affinity_hosts: frozenset[str] = frozenset()
+    affinity_hosts: frozenset[str] | None = None
+    ignore_hosts: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        if min(self.vcpus, self.ram_mb, self.disk_gb) < 0:
+            raise ValueError("requested vcpus, ram_mb and disk_gb must not be negative")
+        if self.weighing not in ("spread", "pack"):
+            raise ValueError(f"unknown weighing {self.weighing!r}; expected 'spread' or 'pack'")

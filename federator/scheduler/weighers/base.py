@@ -1,0 +1,70 @@
+"""The host weigher contract and min-max normalisation.
+
+A weigher is one score. The scheduler weighs only the hosts that passed every
+filter, normalises each weigher's raw scores to [0, 1], multiplies by the
+weigher's multiplier and sums (Nova's order).
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from typing import ClassVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from federator.scheduler.hoststate import HostTable
+from federator.scheduler.request import HostRequest
+
+__all__ = ["HostWeigher", "normalize"]
+
+
+class HostWeigher(abc.ABC):
+    """One preference among hosts that passed the filters.
+
+    ``free_capacity`` marks weighers that score free capacity: a ``"pack"``
+    request negates their multiplier so the fullest host wins. Other weighers
+    keep their sign under either weighing.
+    """
+
+    name: ClassVar[str]
+    free_capacity: ClassVar[bool] = False
+    default_multiplier: ClassVar[float] = 1.0
+
+    def __init__(self, multiplier: float | None = None) -> None:
+        """:raises ValueError: ``multiplier`` is NaN or infinite."""
+        value = self.default_multiplier if multiplier is None else float(multiplier)
+        if not math.isfinite(value):
+            raise ValueError(f"{self.name} multiplier must be finite, got {value!r}")
+        self.multiplier: float = value
+
+    @abc.abstractmethod
+    def weigh(
+        self, table: HostTable, idx: NDArray[np.intp], req: HostRequest
+    ) -> NDArray[np.float64]:
+        """Raw scores for the hosts at positions ``idx``; higher is better for ``"spread"``.
+
+        Must not loop over hosts in Python.
+        """
+
+    def signed_multiplier(self, req: HostRequest) -> float:
+        """The multiplier to apply for ``req``: negated for ``"pack"`` on free capacity."""
+        if self.free_capacity and req.weighing == "pack":
+            return -self.multiplier
+        return self.multiplier
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(multiplier={self.multiplier!r})"
+
+
+def normalize(raw: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Min-max scale ``raw`` to [0, 1]; all-equal (or empty) input gives zeros."""
+    if raw.size == 0:
+        return raw.astype(np.float64)
+    lo = raw.min()
+    hi = raw.max()
+    if hi == lo:
+        return np.zeros(raw.shape, dtype=np.float64)
+    scaled: NDArray[np.float64] = (raw - lo) / (hi - lo)
+    return scaled

@@ -1,0 +1,102 @@
+"""Engines and transactions.
+
+Every database (the API database, cell0, and each cell) is a :class:`Database`: an engine
+plus two kinds of transaction. ``read()`` is an ordinary transaction. ``write()`` takes the
+write lock up front on SQLite (``BEGIN IMMEDIATE``), so two writers never deadlock upgrading
+a shared lock, and busy writers wait (``busy_timeout``) instead of failing. On PostgreSQL
+both are plain READ COMMITTED transactions; claims rely on conditional ``UPDATE`` statements,
+which PostgreSQL re-evaluates after a row lock wait.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+LOG = logging.getLogger(__name__)
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class Database:
+    """One database: an engine and its transactions.
+
+    :param name: short label used in logs and errors ("api", "cell0", "cell1").
+    """
+
+    def __init__(self, name: str, url: str, *, pool_size: int = 20) -> None:
+        self.name = name
+        self.url = url
+        parsed = make_url(url)
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        kwargs: dict[str, Any] = {"future": True}
+        if self.is_sqlite:
+            database = parsed.database
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            kwargs["pool_size"] = pool_size
+            kwargs["max_overflow"] = pool_size
+        else:
+            kwargs["pool_size"] = pool_size
+            kwargs["max_overflow"] = pool_size * 2
+            kwargs["pool_pre_ping"] = True
+        self.engine: Engine = create_engine(url, **kwargs)
+        if self.is_sqlite:
+            _install_sqlite_hooks(self.engine)
+        self._reader = sessionmaker(self.engine, expire_on_commit=False)
+        self._writer = sessionmaker(
+            self.engine.execution_options(sqlite_begin="IMMEDIATE"), expire_on_commit=False
+        )
+
+    def describe(self) -> str:
+        """The URL without its password, safe for logs and errors."""
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A transaction for reading; ended (not committed) when the block exits.
+
+        Objects read stay usable afterwards, detached with their loaded values.
+        """
+        with self._reader() as session:
+            yield session
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A transaction that commits on success and rolls back on any exception."""
+        with self._writer() as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _install_sqlite_hooks(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" hook issue BEGIN itself (pysqlite's implicit BEGIN
+        # would otherwise defer the write lock and invite SQLITE_BUSY on upgrade).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")

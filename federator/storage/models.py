@@ -1,0 +1,254 @@
+"""Table models for the API database and the cell databases.
+
+The API database knows *where* things are and what capacity is claimed: zones, hosts,
+allocations, the queue of work, build requests and request specs of instances not yet
+placed, and the mapping from every instance to the cell that holds its record.
+A cell database holds instance records. cell0 is a cell database like any other; it holds
+the instances that could not be placed, so they can be listed, shown and deleted through
+the ordinary code path (Nova's cells v2 design).
+
+Table models never leave the storage and service layers: the API has its own schemas.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+_TYPE_MAP: dict[Any, Any] = {
+    dict[str, Any]: JSON,
+    list[Any]: JSON,
+    datetime: DateTime(timezone=True),
+}
+
+
+class ApiBase(DeclarativeBase):
+    """Tables of the API database (one metadata, one migration history)."""
+
+    type_annotation_map = _TYPE_MAP
+
+
+class CellBase(DeclarativeBase):
+    """Tables of every cell database, cell0 included."""
+
+    type_annotation_map = _TYPE_MAP
+
+
+# --- API database -------------------------------------------------------------------
+
+
+class Zone(ApiBase):
+    """A zone (one availability zone) with its claimed usage and schedulable totals.
+
+    Usage counters change only together with an ``allocations`` row, in one transaction.
+    ``bursting`` is the hysteresis state of a local zone: set when a request would cross a
+    high-water mark, cleared when every metric falls below its low-water mark.
+    """
+
+    __tablename__ = "zones"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    driver: Mapped[str] = mapped_column(String(64))
+    cell: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), default="available")
+    state_detail: Mapped[str] = mapped_column(Text, default="")
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    bursting: Mapped[bool] = mapped_column(Boolean, default=False)
+    ram_used_mb: Mapped[int] = mapped_column(BigInteger, default=0)
+    vcpus_used: Mapped[int] = mapped_column(BigInteger, default=0)
+    disk_used_gb: Mapped[int] = mapped_column(BigInteger, default=0)
+    instances: Mapped[int] = mapped_column(BigInteger, default=0)
+    ram_total_mb: Mapped[int] = mapped_column(BigInteger, default=0)
+    vcpus_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    disk_total_gb: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Host(ApiBase):
+    """A hypervisor host of a zone whose driver lets the broker schedule hosts."""
+
+    __tablename__ = "hosts"
+    __table_args__ = (UniqueConstraint("zone", "name", name="uq_hosts_zone_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    zone: Mapped[str] = mapped_column(ForeignKey("zones.name", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    az: Mapped[str] = mapped_column(String(64))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    disabled_reason: Mapped[str] = mapped_column(Text, default="")
+    vcpus: Mapped[int] = mapped_column(Integer)
+    ram_mb: Mapped[int] = mapped_column(BigInteger)
+    disk_gb: Mapped[int] = mapped_column(BigInteger)
+    vcpus_used: Mapped[int] = mapped_column(Integer, default=0)
+    ram_used_mb: Mapped[int] = mapped_column(BigInteger, default=0)
+    disk_used_gb: Mapped[int] = mapped_column(BigInteger, default=0)
+    instances: Mapped[int] = mapped_column(Integer, default=0)
+    cpu_ratio: Mapped[float] = mapped_column(Float, default=4.0)
+    ram_ratio: Mapped[float] = mapped_column(Float, default=1.0)
+    disk_ratio: Mapped[float] = mapped_column(Float, default=1.0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Allocation(ApiBase):
+    """Capacity claimed for one instance, in a zone and (for scheduled zones) on a host."""
+
+    __tablename__ = "allocations"
+
+    instance_uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    zone: Mapped[str] = mapped_column(ForeignKey("zones.name"), index=True)
+    host_id: Mapped[int | None] = mapped_column(ForeignKey("hosts.id"), index=True, nullable=True)
+    vcpus: Mapped[int] = mapped_column(Integer)
+    ram_mb: Mapped[int] = mapped_column(BigInteger)
+    disk_gb: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RequestSpec(ApiBase):
+    """What was asked for, kept for rescheduling and recovery."""
+
+    __tablename__ = "request_specs"
+
+    instance_uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class BuildRequest(ApiBase):
+    """An accepted boot not yet placed; shown by the API as status BUILD."""
+
+    __tablename__ = "build_requests"
+
+    instance_uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(255), index=True)
+    user_id: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(255))
+    flavor_id: Mapped[str] = mapped_column(String(255))
+    image_id: Mapped[str] = mapped_column(String(64))
+    availability_zone: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    zone: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    placement: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class InstanceMapping(ApiBase):
+    """Which cell holds an instance's record (NULL while it is still a build request)."""
+
+    __tablename__ = "instance_mappings"
+    __table_args__ = (Index("ix_instance_mappings_project_created", "project_id", "created_at"),)
+
+    instance_uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    cell: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    project_id: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Task(ApiBase):
+    """Work handed from the API to the workers: build, delete, start, stop, reboot.
+
+    Tasks of one instance run one at a time, in id order. A running task belongs to a node;
+    if that node stops heartbeating the task goes back to the queue.
+    """
+
+    __tablename__ = "tasks"
+    __table_args__ = (
+        Index("ix_tasks_state_id", "state", "id"),
+        Index("ix_tasks_instance_state", "instance_uuid", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    instance_uuid: Mapped[str] = mapped_column(String(36))
+    action: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    node: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    run_after: Mapped[float] = mapped_column(Float, default=0.0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Node(ApiBase):
+    """A running broker process; its heartbeat tells others whether its tasks are alive."""
+
+    __tablename__ = "nodes"
+
+    node_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[float] = mapped_column(Float)
+
+
+class PolicyVersion(ApiBase):
+    """Every policy document the broker has put in force, in order."""
+
+    __tablename__ = "policy_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    version: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    source: Mapped[str] = mapped_column(Text)
+    content: Mapped[str] = mapped_column(Text)
+    node: Mapped[str] = mapped_column(String(64))
+    loaded_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# --- cell databases -----------------------------------------------------------------
+
+
+class Instance(CellBase):
+    """An instance record. In cell0 it is always ERROR with a ``fault``."""
+
+    __tablename__ = "instances"
+    __table_args__ = (
+        Index("ix_instances_project_created", "project_id", "created_at"),
+        Index("ix_instances_deleted_created", "deleted", "created_at"),
+    )
+
+    uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    project_id: Mapped[str] = mapped_column(String(255))
+    user_id: Mapped[str] = mapped_column(String(255))
+    flavor_id: Mapped[str] = mapped_column(String(255))
+    flavor: Mapped[dict[str, Any]] = mapped_column(JSON)
+    image_id: Mapped[str] = mapped_column(String(64))
+    availability_zone: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    requested_az: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    remote_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    status: Mapped[str] = mapped_column(String(16))
+    task_state: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    fault: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    addresses: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    placement: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    policy_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    launched_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    deleted_at: Mapped[datetime | None] = mapped_column(nullable=True)

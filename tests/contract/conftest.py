@@ -1,0 +1,81 @@
+"""Drivers the contract suite runs against.
+
+Every test in ``tests/contract`` takes the ``driver`` fixture, which yields a ready
+:class:`~federator.driver.Driver` once per entry of :data:`FACTORIES`. To put a new
+driver under the suite, append one :class:`DriverFactory`::
+
+    def _libvirt(tmp: Path) -> Driver:
+        return load_zone("libvirt", {"uri": "test:///default"}, tmp)
+
+    FACTORIES.append(DriverFactory("libvirt", _libvirt))
+
+A factory receives an empty directory of its own (the zone's ``data_dir``) and
+returns a driver for a fresh, empty zone; the fixture calls ``close()`` afterwards
+and deletes anything a test left behind. Building drivers through
+:func:`load_zone` goes through the real stevedore loader and options validation, as
+the broker does.
+
+A driver installed from another package can be checked without editing this file:
+``FEDERATOR_CONTRACT_DRIVERS=tiny,other pytest tests/contract`` adds one entry per
+named entry point, loaded with its default options.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from federator.config import ZoneConfig
+from federator.driver import Driver
+from federator.plugins import load_driver
+
+CONTRACT_ENV = "FEDERATOR_CONTRACT_DRIVERS"
+BROKER_ID = "contract-broker"
+
+
+@dataclass(frozen=True)
+class DriverFactory:
+    """``make(data_dir)`` returns a driver for an empty zone; ``name`` is the test id."""
+
+    name: str
+    make: Callable[[Path], Driver]
+
+
+def load_zone(driver: str, options: dict[str, Any], data_dir: Path) -> Driver:
+    """A driver built the way the broker builds it, for a zone named ``contract``."""
+    zone = ZoneConfig(name="contract", driver=driver, kind="virtual", options=options)
+    return load_driver(zone, BROKER_ID, data_dir)
+
+
+FACTORIES: list[DriverFactory] = [
+    DriverFactory("sim-hosts", lambda tmp: load_zone("sim", {"expose_hosts": True}, tmp)),
+    DriverFactory("sim-opaque", lambda tmp: load_zone("sim", {"expose_hosts": False}, tmp)),
+]
+
+
+def installed_with_defaults(name: str) -> DriverFactory:
+    """The installed driver ``name`` with its default options."""
+    return DriverFactory(name, lambda tmp: load_zone(name, {}, tmp))
+
+
+FACTORIES.extend(
+    installed_with_defaults(name)
+    for name in filter(None, (n.strip() for n in os.environ.get(CONTRACT_ENV, "").split(",")))
+)
+
+
+@pytest.fixture(params=FACTORIES, ids=[f.name for f in FACTORIES])
+def driver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Driver]:
+    made = request.param.make(tmp_path)
+    try:
+        yield made
+    finally:
+        leftovers = [i.uuid for batch in made.list_instances() for i in batch]
+        for uuid in leftovers:
+            made.delete(uuid)
+        made.close()
