@@ -54,6 +54,11 @@ def serve(settings: Settings, *, ready_file: str | None = None) -> int:
             pass  # already logged with every problem; the old policy stays
 
     signal.signal(signal.SIGHUP, _reload)
+    # uvicorn restores the handlers it found and re-raises the signal once it has shut
+    # down; benign handlers here keep that re-raise from killing the process before the
+    # workers are drained below.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _note_stop)
     config = uvicorn.Config(
         asgi_app(broker),
         host=settings.api.host,
@@ -81,6 +86,10 @@ def serve(settings: Settings, *, ready_file: str | None = None) -> int:
         broker.stop()
         LOG.info("stopped")
     return 0
+
+
+def _note_stop(signum: int, _frame: FrameType | None) -> None:
+    LOG.info("received %s", signal.Signals(signum).name)
 
 
 def _announce_when_started(server: uvicorn.Server, path: str) -> None:

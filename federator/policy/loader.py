@@ -9,8 +9,8 @@ Validation runs in three passes whose problems are reported together:
 3. when a :class:`PolicyContext` is given, references to the broker configuration:
    zones, overflow targets, flavors and images must exist and be of the right kind.
 
-Passes 2 and 3 look at every zone and rule that is well formed on its own, so a typo in
-one rule does not hide a bad reference in another.
+Pass 3 reads the raw document leniently rather than the validated model, so a typo in one
+place does not hide a bad reference in another.
 """
 
 from __future__ import annotations
@@ -142,8 +142,10 @@ def _validate(text: str, source: str, context: PolicyContext | None, sha256: str
         raise PolicyInvalid(source, [problem.as_dict()]) from exc
     except _NotJsonError as exc:
         raise PolicyInvalid(source, [Problem("$", str(exc)).as_dict()]) from exc
+    except RecursionError as exc:
+        raise PolicyInvalid(source, [Problem("$", "JSON nested too deeply").as_dict()]) from exc
 
-    problems = list(_duplicate_keys(data, ()))
+    problems = list(_duplicate_keys(data))
     policy: Policy | None = None
     try:
         policy = Policy.model_validate_json(text)
@@ -151,6 +153,7 @@ def _validate(text: str, source: str, context: PolicyContext | None, sha256: str
         problems.extend(_model_problems(exc, data))
     problems.extend(_part_problems(data, context))
     if problems or policy is None:
+        # policy is None only if validation failed, and then problems is not empty.
         raise PolicyInvalid(source, [p.as_dict() for p in _unique(problems)])
     return LoadedPolicy(policy=policy, source=source, sha256=sha256, text=text)
 
@@ -180,15 +183,17 @@ class _Object(dict[str, Any]):
             self[key] = value
 
 
-def _duplicate_keys(node: Any, parts: tuple[PathPart, ...]) -> Iterator[Problem]:
-    if isinstance(node, _Object):
-        for key in node.duplicates:
-            yield Problem.at(parts, f"duplicate key {key!r}")
-        for key, value in node.items():
-            yield from _duplicate_keys(value, (*parts, key))
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from _duplicate_keys(value, (*parts, i))
+def _duplicate_keys(root: Any) -> Iterator[Problem]:
+    # Iterative, so a deeply nested document cannot exhaust the interpreter's stack.
+    stack: list[tuple[Any, tuple[PathPart, ...]]] = [(root, ())]
+    while stack:
+        node, parts = stack.pop()
+        if isinstance(node, _Object):
+            for key in node.duplicates:
+                yield Problem.at(parts, f"duplicate key {key!r}")
+            stack.extend((value, (*parts, key)) for key, value in reversed(node.items()))
+        elif isinstance(node, list):
+            stack.extend((value, (*parts, i)) for i, value in reversed(list(enumerate(node))))
 
 
 # --- pass 2: the model ----------------------------------------------------------------
@@ -197,8 +202,11 @@ def _duplicate_keys(node: Any, parts: tuple[PathPart, ...]) -> Iterator[Problem]
 def _model_problems(exc: ValidationError, data: Any) -> Iterator[Problem]:
     for err in exc.errors(include_url=False):
         if err["type"] == CONSISTENCY_ERROR:
-            continue  # reported with exact paths by _part_problems
-        yield _translate(err, data)
+            # The same checks run in _part_problems; duplicates are dropped later.
+            for problem in err.get("ctx", {}).get("problems", ()):
+                yield Problem(problem["path"], problem["message"])
+        else:
+            yield _translate(err, data)
 
 
 def _translate(err: ErrorDetails, data: Any) -> Problem:
@@ -231,7 +239,7 @@ def _translate(err: ErrorDetails, data: Any) -> Problem:
             message = f"unknown action {_show(_child(node, 'action'))} (one of: {actions})"
     elif is_key:
         message = f"invalid name {value!r}: {_clean(err['msg'])}"
-    elif kind in ("value_error", "assertion_error"):
+    elif kind in ("value_error", "assertion_error", "json_invalid"):
         message = _clean(err["msg"])
     else:
         message = f"{_clean(err['msg'])} (got {_show(value)})"
@@ -381,9 +389,10 @@ def _object(value: Any) -> dict[str, Any]:
 
 
 def _strings(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list):
+    """A list of strings, or () when it is anything else (so indices stay true)."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         return ()
-    return tuple(v for v in value if isinstance(v, str))
+    return tuple(value)
 
 
 def _part_problems(data: Any, context: PolicyContext | None) -> list[Problem]:

@@ -390,3 +390,19 @@ def test_byte_order_mark_is_tolerated(tmp_path: Path) -> None:
     path.write_bytes(raw)
     loaded = load_policy(path, CONTEXT)
     assert loaded.sha256 == hashlib.sha256(raw).hexdigest()
+
+
+def test_deeply_nested_json_is_rejected(tmp_path: Path) -> None:
+    text = "[" * 100_000 + "]" * 100_000
+    assert _problems(tmp_path, text) == [{"path": "$", "message": "JSON nested too deeply"}]
+
+
+def test_document_wide_problems_are_reported_once(tmp_path: Path) -> None:
+    doc = _valid()
+    doc["rules"][1]["name"] = "stay"
+    assert _problems(tmp_path, doc) == [
+        {
+            "path": "$.rules[1].name",
+            "message": "duplicate rule name 'stay' (first used by rules[0])",
+        }
+    ]
