@@ -1,4 +1,4 @@
-"""Lint and strict typing are part of the suite: ruff and mypy --strict on federator/ and drivers/."""
+"""Lint and strict typing are part of the suite (ruff; mypy --strict on federator, drivers)."""
 
 from __future__ import annotations
 

@@ -32,7 +32,12 @@ _NOVA_KEYS = {
     500: "computeFault",
     503: "serviceUnavailable",
 }
-_TITLES = {404: "Not found", 405: "Method not allowed", 413: "Request too large"}
+_TITLES = {
+    400: "Bad request",
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Request too large",
+}
 _CODES = {404: errors.NOT_FOUND, 405: errors.BAD_REQUEST, 413: errors.PAYLOAD_TOO_LARGE}
 
 
@@ -109,12 +114,15 @@ def install(app: FastAPI) -> None:
         message = str(exc.detail) if exc.detail else _TITLES.get(status, "error")
         if status == 404 and exc.detail == "Not Found":
             message = f"no resource at {request.url.path}"
+        # FastAPI raises a bare 400 only when it cannot decode the body at all.
+        problems = [{"field": "body", "message": message}] if status == 400 else None
         return error_response(
             request,
             status,
             _CODES.get(status, errors.BAD_REQUEST if status < 500 else errors.INTERNAL),
             _TITLES.get(status, "Error"),
             message,
+            problems,
         )
 
     @app.exception_handler(Exception)

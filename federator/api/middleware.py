@@ -28,6 +28,13 @@ class RequestIdAndLimit:
             return
         rid = f"req-{uuid.uuid4()}"
         scope.setdefault("state", {})["request_id"] = rid
+        if "\x00" in scope.get("path", "") or b"%00" in scope.get("query_string", b""):
+            # No identifier or filter holds NUL, and PostgreSQL refuses it in any text
+            # parameter: refuse it here rather than fail deep in a query.
+            await _refuse(
+                send, rid, 400, errors.BAD_REQUEST, "Bad request", "the URL contains a NUL byte"
+            )
+            return
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
@@ -72,19 +79,27 @@ class RequestIdAndLimit:
 
 async def _too_large(send: Send, rid: str, limit: int) -> None:
     message = f"request body exceeds the limit of {limit} bytes"
+    await _refuse(send, rid, 413, errors.PAYLOAD_TOO_LARGE, "Request too large", message)
+
+
+_NOVA_KEYS = {400: "badRequest", 413: "overLimit"}
+
+
+async def _refuse(send: Send, rid: str, status: int, code: str, title: str, message: str) -> None:
+    """Answer with the usual JSON error body before the application sees the request."""
     body: dict[str, Any] = {
-        "status": 413,
-        "code": errors.PAYLOAD_TOO_LARGE,
-        "title": "Request too large",
+        "status": status,
+        "code": code,
+        "title": title,
         "message": message,
         "request_id": rid,
-        "overLimit": {"code": 413, "message": message},
+        _NOVA_KEYS[status]: {"code": status, "message": message},
     }
     raw = json.dumps(body).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(raw)).encode()),

@@ -4,9 +4,28 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
-ServerName = Annotated[str, StringConstraints(min_length=1, max_length=255, strip_whitespace=True)]
+
+def _no_control_characters(value: str) -> str:
+    # Names are stored as text columns, and PostgreSQL refuses NUL in text outright.
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+ServerName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=255, strip_whitespace=True),
+    AfterValidator(_no_control_characters),
+]
 MetaKey = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 MetaValue = Annotated[str, StringConstraints(max_length=255)]
 MAX_COUNT = 1000

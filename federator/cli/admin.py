@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from federator.cli.common import ConfigOpt, fail, out_console, settings_or_exit
@@ -42,9 +43,9 @@ def serve(
     try:
         code = run(settings, ready_file=ready_file)
     except PolicyInvalid as exc:
-        fail(f"refusing to start: the policy is invalid\n{exc.render()}", 2)
+        fail(escape(f"refusing to start: the policy is invalid\n{exc.render()}"), 2)
     except FederatorError as exc:
-        fail(f"refusing to start: {exc.message}", 2)
+        fail(escape(f"refusing to start: {exc.message}"), 2)
     raise typer.Exit(code)
 
 

@@ -114,12 +114,18 @@ class Client:
     ) -> None:
         self.url = resolve_url(url)
         self.timeout = timeout
-        self._http = httpx.Client(
-            base_url=self.url,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT)),
-            headers={"Accept": "application/json", "User-Agent": f"federator-cli/{__version__}"},
-            transport=transport,
-        )
+        try:
+            self._http = httpx.Client(
+                base_url=self.url,
+                timeout=httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT)),
+                headers={
+                    "Accept": "application/json",
+                    "User-Agent": f"federator-cli/{__version__}",
+                },
+                transport=transport,
+            )
+        except httpx.InvalidURL as exc:
+            raise ClientError(f"invalid broker URL {self.url!r}: {exc}") from None
 
     def __enter__(self) -> Self:
         return self
@@ -150,7 +156,7 @@ class Client:
                 f"cannot reach the broker at {self.url}: no answer within {self.timeout:g}s"
             ) from None
         except httpx.InvalidURL as exc:
-            raise BrokerUnreachable(f"invalid broker URL {self.url!r}: {exc}") from None
+            raise ClientError(f"invalid broker URL {self.url!r}: {exc}") from None
         except httpx.TransportError as exc:
             raise BrokerUnreachable(
                 f"cannot reach the broker at {self.url}: {_reason(exc)}"

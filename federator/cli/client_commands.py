@@ -1,5 +1,231 @@
-from typer import Typer
+"""The command groups that talk to a running broker over its API.
+
+``register`` adds ``server``, ``zone``, ``az``, ``flavor`` and ``monitor``;
+``register_policy_client`` adds ``show``, ``reload`` and ``explain`` to the ``policy`` group.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from federator.cli import flavors, servers, zones
+from federator.cli.client import BROKER, DEFAULT_TIMEOUT, TimeoutOpt, UrlOpt, session
+from federator.cli.output import (
+    NONE,
+    JsonOpt,
+    add_row,
+    emit_json,
+    heading,
+    key_values,
+    new_table,
+    number,
+    print_fields,
+    print_table,
+    say,
+    text,
+)
+
+monitor_app = typer.Typer(
+    help="The broker's periodic jobs and build workers.", no_args_is_help=True
+)
+TOP_HOSTS = 5
 
 
-def register(app: Typer) -> None:
-    """Client commands (filled in separately)."""
+def register(app: typer.Typer) -> None:
+    app.add_typer(servers.app, name="server")
+    app.add_typer(zones.zone_app, name="zone")
+    app.add_typer(zones.az_app, name="az")
+    app.add_typer(flavors.app, name="flavor")
+    app.add_typer(monitor_app, name="monitor")
+
+
+def register_policy_client(policy_app: typer.Typer) -> None:
+    """Add the commands that read or change the policy of a running broker."""
+    policy_app.command("show")(policy_show)
+    policy_app.command("reload")(policy_reload)
+    policy_app.command("explain")(policy_explain)
+
+
+# --- policy ------------------------------------------------------------------------------
+
+
+def policy_show(
+    url: UrlOpt = None, timeout: TimeoutOpt = DEFAULT_TIMEOUT, json_out: JsonOpt = False
+) -> None:
+    """The policy in force: version, checksum, source and the document itself."""
+    with session(url, timeout) as client:
+        body = client.get(f"{BROKER}/policy")
+    if json_out:
+        emit_json(body)
+        return
+    p = body["policy"]
+    doc = p.get("document") or {}
+    print_fields(
+        [
+            ("version", p.get("version")),
+            ("sha256", p.get("sha256")),
+            ("source", p.get("source")),
+            ("loaded at", p.get("loaded_at")),
+            ("zones", ", ".join(doc.get("zones") or {}) or NONE),
+            ("rules", len(doc.get("rules") or [])),
+        ],
+        title="Policy",
+    )
+    heading("Document")
+    emit_json(doc)
+
+
+def policy_reload(
+    url: UrlOpt = None, timeout: TimeoutOpt = DEFAULT_TIMEOUT, json_out: JsonOpt = False
+) -> None:
+    """Make the broker re-read its policy file. An invalid file changes nothing: every
+    problem is printed and the exit status is 1."""
+    with session(url, timeout) as client:
+        body = client.post(f"{BROKER}/policy/reload")
+    if json_out:
+        emit_json(body)
+        return
+    r = body["reload"]
+    state = "reloaded" if r.get("changed") else "unchanged"
+    say(f"policy {state}: version {r.get('version')} (sha256 {r.get('sha256')})")
+
+
+def policy_explain(
+    flavor: Annotated[str, typer.Option("--flavor", help="Flavor id or name.")],
+    image: Annotated[str, typer.Option("--image", help="Image id or name.")],
+    project: Annotated[str, typer.Option("--project", help="Project asking.")] = "default",
+    availability_zone: Annotated[
+        str | None, typer.Option("--availability-zone", help="Zone asked for.")
+    ] = None,
+    max_hosts: Annotated[
+        int | None,
+        typer.Option("--max-hosts", min=0, help=f"Hosts to show per zone (default {TOP_HOSTS})."),
+    ] = None,
+    url: UrlOpt = None,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT,
+    json_out: JsonOpt = False,
+) -> None:
+    """Where a boot would go now and why: every zone's verdicts and its best hosts.
+    Nothing is reserved."""
+    request: dict[str, Any] = {"flavor": flavor, "image": image, "project_id": project}
+    if availability_zone:
+        request["availability_zone"] = availability_zone
+    if max_hosts is not None and json_out:
+        # For the table every host is fetched: the API cuts its list before ranking it.
+        request["max_hosts"] = max_hosts
+    with session(url, timeout) as client:
+        body = client.post(f"{BROKER}/policy/explain", request)
+    if json_out:
+        emit_json(body)
+        return
+    _print_explain(body["explain"], TOP_HOSTS if max_hosts is None else max_hosts)
+
+
+def _print_explain(ex: dict[str, Any], top: int) -> None:
+    decision = ex.get("decision")
+    if decision:
+        where = f"zone {decision['zone']}"
+        if decision.get("host"):
+            where += f", host {decision['host']}"
+        say(f"Decision: {where}")
+    else:
+        say(f"Decision: no placement ({ex.get('fault')})")
+    req = ex.get("request") or {}
+    say(f"Policy: version {ex.get('policy_version')} (sha256 {ex.get('policy_sha256')})")
+    say(
+        f"Request: flavor {req.get('flavor')}, image {req.get('image')}, project "
+        f"{req.get('project_id')}, availability zone {req.get('availability_zone') or 'any'}"
+    )
+    for label, key in (
+        ("Matched rules", "matched_rules"),
+        ("Would start bursting", "would_start_bursting"),
+        ("Would stop bursting", "would_stop_bursting"),
+    ):
+        if ex.get(key):
+            say(f"{label}: {', '.join(ex[key])}")
+    for zone in ex.get("zones") or []:
+        _print_zone(zone, top)
+
+
+def _print_zone(zone: dict[str, Any], top: int) -> None:
+    rank = f"rank {zone['rank']}" if zone.get("rank") else "not a candidate"
+    say("")
+    heading(f"Zone {zone['zone']} ({zone.get('kind')}): {rank}")
+    if zone.get("reason"):
+        say(f"  reason: {zone['reason']}")
+    for v in zone.get("verdicts") or []:
+        verdict = "accepted" if v.get("accepted") else "rejected"
+        say(f"  {verdict} by {v.get('check')}: {v.get('detail')}")
+        if v.get("figures"):
+            say(f"    figures: {key_values(v['figures'])}")
+    if zone.get("limits"):
+        say(f"  limits: {key_values(zone['limits'])}")
+    hosts: list[dict[str, Any]] | None = zone.get("hosts")
+    if hosts is None:
+        return
+    say(
+        f"  hosts: {zone.get('hosts_passed', 0)} of {zone.get('hosts_total', len(hosts))} "
+        "passed the filters"
+    )
+    ranked = sorted(hosts, key=lambda h: (not h.get("passed"), -(h.get("weight") or 0.0)))
+    shown = ranked[:top]
+    if not shown:
+        return
+    table = new_table(
+        "Host",
+        "Passed",
+        "Weight",
+        "Free RAM (MB)",
+        "Free vCPUs",
+        "Free Disk (GB)",
+        "Detail",
+        title=f"  top {len(shown)} host(s)",
+    )
+    for h in shown:
+        weight = h.get("weight")
+        add_row(
+            table,
+            h.get("host"),
+            bool(h.get("passed")),
+            NONE if weight is None else f"{weight:.4f}",
+            h.get("free_ram_mb"),
+            h.get("free_vcpus"),
+            h.get("free_disk_gb"),
+            h.get("detail") if h.get("passed") else f"{h.get('rejected_by')}: {h.get('detail')}",
+        )
+    print_table(table)
+
+
+# --- monitor -----------------------------------------------------------------------------
+
+
+@monitor_app.command("status")
+def monitor_status(
+    url: UrlOpt = None, timeout: TimeoutOpt = DEFAULT_TIMEOUT, json_out: JsonOpt = False
+) -> None:
+    """The monitor's jobs (runs, failures, last result) and how busy the build workers are."""
+    with session(url, timeout) as client:
+        body = client.get(f"{BROKER}/monitor")
+    if json_out:
+        emit_json(body)
+        return
+    table = new_table(
+        "Job", "Runs", "Failures", "Last Started", "Duration (ms)", "Last Result", "Last Error"
+    )
+    for job in body.get("jobs") or []:
+        duration = job.get("last_duration_ms")
+        add_row(
+            table,
+            job.get("name"),
+            job.get("runs"),
+            job.get("failures"),
+            job.get("last_started"),
+            None if duration is None else number(duration),
+            text(job.get("last_result")),
+            job.get("last_error"),
+        )
+    print_table(table)
+    workers = body.get("workers") or {}
+    say(f"build workers: {workers.get('busy', 0)} busy of {workers.get('count', 0)}")

@@ -7,6 +7,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from federator.config import Settings, load_settings
 from federator.exception import FederatorError
@@ -34,4 +35,4 @@ def settings_or_exit(config: Path | None) -> Settings:
     try:
         return load_settings(config)
     except FederatorError as exc:
-        fail(exc.message, 2)
+        fail(escape(exc.message), 2)

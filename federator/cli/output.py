@@ -19,9 +19,7 @@ from rich.text import Text
 
 from federator.cli.common import out_console
 
-JsonOpt = Annotated[
-    bool, typer.Option("--json", help="Print the API's JSON instead of a table.")
-]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the API's JSON instead of a table.")]
 NONE = "-"
 _NATURAL_WIDTH = 10_000
 

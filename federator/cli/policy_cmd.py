@@ -7,12 +7,14 @@ from typing import Annotated
 
 import typer
 
+from federator.cli.client_commands import register_policy_client
 from federator.cli.common import ConfigOpt, err_console, out_console, settings_or_exit
 from federator.exception import PolicyInvalid
 
 app = typer.Typer(
     help="Policy tools: validate, schema, show, reload, explain.", no_args_is_help=True
 )
+register_policy_client(app)
 
 
 @app.command("validate")

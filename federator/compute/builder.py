@@ -82,6 +82,9 @@ class Builder:
         held = claims.allocation_of(self.ctx.api, uuid)
         if held is not None and self._resume(br, spec, held[0], held[1]):
             return
+        # Only a task that ran before (requeued after a crash) can have left a cell0 record.
+        if held is None and task.attempts and self._buried_already(uuid):
+            return
         self._schedule_and_build(br, spec)
 
     def fail(self, uuid: str, message: str) -> None:
@@ -123,6 +126,19 @@ class Builder:
         LOG.info("build %s: resuming, %s already created it", uuid, zone)
         self._finalize(br, spec, zone, host, remote, dict(br.placement))
         return True
+
+    def _buried_already(self, uuid: str) -> bool:
+        """True when a previous run wrote the cell0 record but died before mapping it.
+
+        Scheduling again could place the instance while its cell0 record stays behind;
+        the verdict already given stands instead.
+        """
+        with self.ctx.cells[CELL0].read() as s:
+            buried = s.get(Instance, uuid) is not None
+        if buried:
+            LOG.info("build %s: resuming, already buried in cell0", uuid)
+            self._map(uuid, CELL0)
+        return buried
 
     # --- scheduling loop -----------------------------------------------------------
 
@@ -320,8 +336,15 @@ class Builder:
             ignore_hosts=frozenset(ignored or ()),
         )
         cache = self.ctx.hosts
+        reread = False
         for _ in range(MAX_RESELECT):
             names = self.ctx.scheduler.select(cache.table, hreq, limit=ALTERNATES)
+            if not names and not reread:
+                # The cache may overstate usage (capacity released since it was read):
+                # look at the database once before calling the zone full.
+                cache.refresh_zone(cand.zone)
+                reread = True
+                continue
             if not names:
                 notes.append(
                     f"{cand.zone}: no host has {res.ram_mb} MB RAM, {res.vcpus} vCPU and "

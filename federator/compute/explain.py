@@ -98,9 +98,13 @@ def explain(ctx: ComputeContext, req: ExplainRequest) -> dict[str, Any]:
                     disk_gb=flavor.disk_gb,
                     weighing=cand.weighing,
                 )
-                hosts = ctx.scheduler.explain(ctx.hosts.table, hreq)
+                # Best first: passing hosts by weight (stable, so ties keep table order,
+                # as select() breaks them), then the rejected ones.
+                hosts = sorted(
+                    ctx.scheduler.explain(ctx.hosts.table, hreq),
+                    key=lambda h: (not h.passed, -(h.weight or 0.0)),
+                )
                 passing = [h for h in hosts if h.passed]
-                passing.sort(key=lambda h: -(h.weight or 0.0))
                 chosen_host = passing[0].host if passing else None
                 shown = hosts if req.max_hosts is None else hosts[: req.max_hosts]
                 entry["hosts"] = [

@@ -182,16 +182,29 @@ class HostCache:
         """Re-read one host after a claim found the cached figures stale."""
         with self._db.read() as s:
             h = s.get(Host, host_id)
-            if h is None:
-                return
-            i = self._ids.get(host_id)
-            if i is None:
-                return
-            self._table.set_enabled(i, h.enabled)
-            self._table.set_usage(
-                i,
-                vcpus_used=h.vcpus_used,
-                ram_used_mb=h.ram_used_mb,
-                disk_used_gb=h.disk_used_gb,
-                instances=h.instances,
-            )
+            if h is not None:
+                self._apply(h)
+
+    def refresh_zone(self, zone: str) -> None:
+        """Re-read the hosts of ``zone``.
+
+        Claims refresh the cache when it understates usage (the claim fails); capacity
+        released since the cache was read (a delete, a failed build, another node) is only
+        seen this way or at the next periodic reload.
+        """
+        with self._db.read() as s:
+            for h in s.scalars(select(Host).where(Host.zone == zone)):
+                self._apply(h)
+
+    def _apply(self, h: Host) -> None:
+        i = self._ids.get(h.id)
+        if i is None:
+            return
+        self._table.set_enabled(i, h.enabled)
+        self._table.set_usage(
+            i,
+            vcpus_used=h.vcpus_used,
+            ram_used_mb=h.ram_used_mb,
+            disk_used_gb=h.disk_used_gb,
+            instances=h.instances,
+        )

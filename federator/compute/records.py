@@ -152,11 +152,15 @@ class Records:
         self, filters: ListFilters, *, limit: int, marker: ServerView | None
     ) -> list[ServerView]:
         """Newest first (created_at, then uuid), at most ``limit``, after ``marker``."""
-        found: list[ServerView] = []
-        found.extend(self._list_builds(filters, limit, marker))
+        # A build moving into its cell is briefly both a build request and a cell record
+        # (the record is written first); the cell record is the truth.
+        by_uuid: dict[str, ServerView] = {}
+        for view in self._list_builds(filters, limit, marker):
+            by_uuid[view.uuid] = view
         for name, db in self.cells.items():
-            found.extend(self._list_cell(name, db, filters, limit, marker))
-        found.sort(key=lambda v: (v.created_at, v.uuid), reverse=True)
+            for view in self._list_cell(name, db, filters, limit, marker):
+                by_uuid[view.uuid] = view
+        found = sorted(by_uuid.values(), key=lambda v: (v.created_at, v.uuid), reverse=True)
         return found[:limit]
 
     def _list_builds(

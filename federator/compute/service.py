@@ -92,7 +92,12 @@ class ComputeService:
                 problems=[{"field": "server.availability_zone", "message": "unknown zone"}],
             )
         if not 1 <= req.min_count <= req.max_count:
-            raise BadRequest("min_count must be at least 1 and no more than max_count")
+            raise BadRequest(
+                "min_count must be at least 1 and no more than max_count",
+                problems=[
+                    {"field": "server.min_count", "message": "must be between 1 and max_count"}
+                ],
+            )
         count = req.max_count
         now = utcnow()
         accepted: list[ServerView] = []

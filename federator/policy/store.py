@@ -64,7 +64,12 @@ class PolicyStore:
             try:
                 new = load_policy(self.path, self.context)
             except PolicyInvalid as exc:
-                LOG.error("policy reload rejected, keeping the policy in force:\n%s", exc.render())
+                if self._current is None:  # at start-up there is no policy to keep
+                    LOG.error("policy rejected:\n%s", exc.render())
+                else:
+                    LOG.error(
+                        "policy reload rejected, keeping the policy in force:\n%s", exc.render()
+                    )
                 raise
             old = self._current
             changed = old is None or old.sha256 != new.sha256

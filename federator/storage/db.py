@@ -3,7 +3,10 @@
 Every database (the API database, cell0, and each cell) is a :class:`Database`: an engine
 plus two kinds of transaction. ``read()`` is an ordinary transaction. ``write()`` takes the
 write lock up front on SQLite (``BEGIN IMMEDIATE``), so two writers never deadlock upgrading
-a shared lock, and busy writers wait (``busy_timeout``) instead of failing. On PostgreSQL
+a shared lock, and busy writers wait (``busy_timeout``) instead of failing. Within one
+process, writers to a SQLite file also queue on a lock first: SQLite's busy handler polls
+with sleeps of up to 100 ms, which under a burst of writers turns into seconds of tail
+latency, while a lock hands over the moment the writer before commits. On PostgreSQL
 both are plain READ COMMITTED transactions; claims rely on conditional ``UPDATE`` statements,
 which PostgreSQL re-evaluates after a row lock wait.
 """
@@ -11,8 +14,9 @@ which PostgreSQL re-evaluates after a row lock wait.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +58,10 @@ class Database:
         self._writer = sessionmaker(
             self.engine.execution_options(sqlite_begin="IMMEDIATE"), expire_on_commit=False
         )
+        # Re-entrant so that a nested write fails on busy_timeout as before, not hangs.
+        self._write_gate: AbstractContextManager[object] = (
+            threading.RLock() if self.is_sqlite else nullcontext()
+        )
 
     def describe(self) -> str:
         """The URL without its password, safe for logs and errors."""
@@ -71,7 +79,7 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A transaction that commits on success and rolls back on any exception."""
-        with self._writer() as session:
+        with self._write_gate, self._writer() as session:
             try:
                 yield session
                 session.commit()

@@ -125,3 +125,80 @@ def test_zone_naming_an_uninstalled_driver_lists_the_installed_ones(tmp_path: Pa
     assert "'no-such-driver'" in message
     assert "installed: " in message
     assert "sim" in message.split("installed: ", 1)[1]
+
+
+def test_broker_boots_a_vm_through_the_installed_plugin(
+    tiny_plugin_env: dict[str, str], plugin_guide_files: dict[str, str], tmp_path: Path
+) -> None:
+    """`federator serve` with the guide's configuration places a VM in the plugin's zone."""
+    import time
+
+    import httpx
+
+    policy = tmp_path / "policy.json"
+    policy.write_text(
+        json.dumps({"version": "plugin-test", "allow_explicit_virtual_az": True, "zones": {}}),
+        encoding="utf-8",
+    )
+    config = tmp_path / "federator.toml"
+    config.write_text(
+        f'data_dir = "{tmp_path / "data"}"\npolicy_file = "{policy}"\n'
+        + plugin_guide_files["federator.toml"],
+        encoding="utf-8",
+    )
+    ready = tmp_path / "port"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "federator.cli",
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            "0",
+            "--ready-file",
+            str(ready),
+        ],
+        env=tiny_plugin_env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert proc.poll() is None, proc.communicate()[0]
+            assert time.monotonic() < deadline, "broker did not start"
+            time.sleep(0.05)
+        base = f"http://127.0.0.1:{ready.read_text()}/compute/v2.1"
+        with httpx.Client(timeout=10) as http:
+            zones = http.get(f"{base}/os-availability-zone").json()["availabilityZoneInfo"]
+            assert {z["zoneName"] for z in zones} == {"local", "edge"}
+            r = http.post(
+                f"{base}/servers",
+                json={
+                    "server": {
+                        "name": "via-plugin",
+                        "flavorRef": "m1.tiny",
+                        "imageRef": "cirros",
+                        "availability_zone": "edge",
+                    }
+                },
+            )
+            assert r.status_code == 202, r.text
+            sid = r.json()["server"]["id"]
+            while True:
+                server = http.get(f"{base}/servers/{sid}").json()["server"]
+                if server["status"] != "BUILD":
+                    break
+                assert time.monotonic() < deadline, "server never left BUILD"
+                time.sleep(0.05)
+        assert server["status"] == "ACTIVE", server.get("fault")
+        assert server["OS-EXT-AZ:availability_zone"] == "edge"
+        assert server["federator:cell"] == "cell1"
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
