@@ -394,9 +394,67 @@ class Builder:
         remote: RemoteInstance,
         placement: dict[str, Any],
     ) -> None:
-        uuid = br.instance_uuid
-        cell = self.ctx.cell_of_zone(zone)
         now = utcnow()
+        cell = self.ctx.cell_of_zone(zone)
+        self._record(
+            cell,
+            br,
+            spec,
+            placement,
+            availability_zone=zone,
+            host=host or remote.host,
+            remote_id=remote.remote_id,
+            status=remote.state.value,
+            addresses={k: list(v) for k, v in remote.addresses.items()},
+            launched_at=remote.launched_at or now,
+        )
+        on = f" on {host}" if host else ""
+        LOG.info("build %s: %s in %s%s", br.instance_uuid, remote.state.value, zone, on)
+
+    def _bury(
+        self,
+        br: BuildRequest,
+        spec: BootSpec,
+        code: str,
+        message: str,
+        notes: Sequence[str],
+        placement: dict[str, Any] | None = None,
+    ) -> None:
+        claims.release(self.ctx.api, br.instance_uuid)
+        details = list(dict.fromkeys(notes))
+        fault = {
+            "code": code,
+            "reason": errors.FAULT_REASONS.get(code, code.rsplit(".", 1)[-1]),
+            "message": message + (": " + "; ".join(details) if details else ""),
+            "details": details,
+            "created": utcnow().isoformat(),
+        }
+        self._record(
+            CELL0,
+            br,
+            spec,
+            placement or {},
+            availability_zone=spec.availability_zone,
+            status="ERROR",
+            fault=fault,
+        )
+        LOG.warning(
+            "build %s: buried in cell0 (%s): %s",
+            br.instance_uuid,
+            fault["reason"],
+            fault["message"],
+        )
+
+    def _record(
+        self,
+        cell: str,
+        br: BuildRequest,
+        spec: BootSpec,
+        placement: dict[str, Any],
+        **outcome: Any,
+    ) -> None:
+        """Write the instance record into ``cell`` (once) and map the instance to it."""
+        uuid = br.instance_uuid
         with self.ctx.cells[cell].write() as s:
             if s.get(Instance, uuid) is None:
                 s.add(
@@ -408,71 +466,17 @@ class Builder:
                         flavor_id=spec.flavor_id,
                         flavor=self.ctx.flavor_snapshot(spec.flavor_id),
                         image_id=spec.image_id,
-                        availability_zone=zone,
                         requested_az=spec.availability_zone,
-                        host=host or remote.host,
-                        remote_id=remote.remote_id,
-                        status=remote.state.value,
                         task_state=None,
                         metadata_=dict(spec.metadata),
-                        addresses={k: list(v) for k, v in remote.addresses.items()},
                         placement=placement,
                         policy_version=placement.get("policy_version"),
                         created_at=br.created_at,
-                        updated_at=now,
-                        launched_at=remote.launched_at or now,
+                        updated_at=utcnow(),
+                        **outcome,
                     )
                 )
         self._map(uuid, cell)
-        LOG.info(
-            "build %s: %s in %s%s", uuid, remote.state.value, zone, f" on {host}" if host else ""
-        )
-
-    def _bury(
-        self,
-        br: BuildRequest,
-        spec: BootSpec,
-        code: str,
-        message: str,
-        notes: Sequence[str],
-        placement: dict[str, Any] | None = None,
-    ) -> None:
-        uuid = br.instance_uuid
-        claims.release(self.ctx.api, uuid)
-        details = list(dict.fromkeys(notes))
-        fault = {
-            "code": code,
-            "reason": errors.FAULT_REASONS.get(code, code.rsplit(".", 1)[-1]),
-            "message": message + (": " + "; ".join(details) if details else ""),
-            "details": details,
-            "created": utcnow().isoformat(),
-        }
-        with self.ctx.cells[CELL0].write() as s:
-            if s.get(Instance, uuid) is None:
-                s.add(
-                    Instance(
-                        uuid=uuid,
-                        name=spec.name,
-                        project_id=spec.project_id,
-                        user_id=spec.user_id,
-                        flavor_id=spec.flavor_id,
-                        flavor=self.ctx.flavor_snapshot(spec.flavor_id),
-                        image_id=spec.image_id,
-                        availability_zone=spec.availability_zone,
-                        requested_az=spec.availability_zone,
-                        status="ERROR",
-                        task_state=None,
-                        fault=fault,
-                        metadata_=dict(spec.metadata),
-                        addresses={},
-                        placement=placement or {},
-                        policy_version=(placement or {}).get("policy_version"),
-                        created_at=br.created_at,
-                        updated_at=utcnow(),
-                    )
-                )
-        self._map(uuid, CELL0)
-        LOG.warning("build %s: buried in cell0 (%s): %s", uuid, fault["reason"], fault["message"])
 
     def _map(self, uuid: str, cell: str) -> None:
         with self.ctx.api.write() as s:

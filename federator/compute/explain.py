@@ -7,7 +7,7 @@ from typing import Any
 
 from federator.compute.context import ComputeContext
 from federator.compute.inventory import zone_loads
-from federator.exception import BadRequest
+from federator.compute.refs import resolve
 from federator.policy.evaluate import PlacementRequest, rank, threshold_figures
 from federator.scheduler.request import HostRequest
 
@@ -26,23 +26,8 @@ def explain(ctx: ComputeContext, req: ExplainRequest) -> dict[str, Any]:
 
     :raises BadRequest: unknown flavor, image or availability zone.
     """
-    flavor = ctx.settings.flavor(req.flavor)
-    if flavor is None:
-        raise BadRequest(
-            f"flavor {req.flavor!r} does not exist",
-            problems=[{"field": "flavor", "message": "unknown flavor"}],
-        )
-    image = ctx.settings.image(req.image)
-    if image is None:
-        raise BadRequest(
-            f"image {req.image!r} does not exist",
-            problems=[{"field": "image", "message": "unknown image"}],
-        )
-    if req.availability_zone and req.availability_zone not in {z.name for z in ctx.settings.zones}:
-        raise BadRequest(
-            f"availability zone {req.availability_zone!r} does not exist",
-            problems=[{"field": "availability_zone", "message": "unknown zone"}],
-        )
+    refs = resolve(ctx.settings, req.flavor, req.image, req.availability_zone)
+    flavor, image = refs.flavor, refs.image
     loaded = ctx.policies.current
     loads = zone_loads(ctx.api)
     preq = PlacementRequest(

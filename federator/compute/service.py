@@ -23,6 +23,7 @@ from federator.compute.records import (
     ServerView,
     view_of_build,
 )
+from federator.compute.refs import resolve
 from federator.exception import BadRequest, InstanceInvalidState, NotFound
 from federator.storage.models import (
     BuildRequest,
@@ -72,25 +73,16 @@ class ComputeService:
 
         :raises BadRequest: unknown flavor, image or availability zone, or bad counts.
         """
-        settings = self.ctx.settings
-        flavor = settings.flavor(req.flavor_ref)
-        if flavor is None:
-            raise BadRequest(
-                f"flavor {req.flavor_ref!r} does not exist",
-                problems=[{"field": "server.flavorRef", "message": "unknown flavor"}],
-            )
-        image = settings.image(req.image_ref)
-        if image is None:
-            raise BadRequest(
-                f"image {req.image_ref!r} does not exist",
-                problems=[{"field": "server.imageRef", "message": "unknown image"}],
-            )
-        az = req.availability_zone or None
-        if az is not None and az not in {z.name for z in settings.zones}:
-            raise BadRequest(
-                f"availability zone {az!r} does not exist",
-                problems=[{"field": "server.availability_zone", "message": "unknown zone"}],
-            )
+        refs = resolve(
+            self.ctx.settings,
+            req.flavor_ref,
+            req.image_ref,
+            req.availability_zone,
+            field_prefix="server.",
+            flavor_field="flavorRef",
+            image_field="imageRef",
+        )
+        flavor, image, az = refs.flavor, refs.image, refs.availability_zone
         if not 1 <= req.min_count <= req.max_count:
             raise BadRequest(
                 "min_count must be at least 1 and no more than max_count",

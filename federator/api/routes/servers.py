@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel, Field
 
 from federator.api.deps import BaseUrlDep, BrokerDep, ContextDep
 from federator.api.schemas import ServerActionBody, ServerCreateBody
 from federator.api.views import server_brief, server_detail
-from federator.compute.records import ListFilters
-from federator.compute.service import BootRequest
+from federator.broker import Broker
+from federator.compute.records import ListFilters, ServerView
+from federator.compute.service import BootRequest, RequestContext
 from federator.exception import BadRequest
 
 router = APIRouter(prefix="/servers", tags=["servers"])
@@ -45,72 +47,49 @@ def create_server(
     return {"server": server}
 
 
-def _list(
-    broker: BrokerDep,
-    rc: ContextDep,
-    limit: int | None,
-    marker: str | None,
-    name: str | None,
-    status: str | None,
-    availability_zone: str | None,
-    host: str | None,
-    all_tenants: str | None,
-    project_id: str | None,
-) -> list[Any]:
+class ServerListQuery(BaseModel):
+    """Filters and paging shared by GET /servers and /servers/detail. Unknown query
+    parameters are ignored, as Nova does (clients send e.g. ``deleted=False``)."""
+
+    limit: int | None = Field(default=None, ge=0)
+    marker: str | None = None
+    name: str | None = None
+    status: str | None = None
+    availability_zone: str | None = None
+    host: str | None = None
+    all_tenants: str | None = None
+    project_id: str | None = None
+
+
+ListQuery = Annotated[ServerListQuery, Query()]
+
+
+def _list(broker: Broker, rc: RequestContext, q: ServerListQuery) -> list[ServerView]:
     cap = broker.settings.api.default_limit
-    effective = cap if limit is None else min(limit, cap)
-    everyone = all_tenants is not None and all_tenants.lower() not in ("0", "false", "no")
+    effective = cap if q.limit is None else min(q.limit, cap)
+    everyone = q.all_tenants is not None and q.all_tenants.lower() not in ("0", "false", "no")
     filters = ListFilters(
-        project_id=project_id if rc.is_admin else None,
-        name=name,
-        status=status.upper() if status else None,
-        availability_zone=availability_zone,
-        host=host if rc.is_admin else None,
+        project_id=q.project_id if rc.is_admin else None,
+        name=q.name,
+        status=q.status.upper() if q.status else None,
+        availability_zone=q.availability_zone,
+        host=q.host if rc.is_admin else None,
     )
-    return broker.compute.list(rc, filters, all_tenants=everyone, limit=effective, marker=marker)
-
-
-Limit = Annotated[int | None, Query(ge=0)]
+    return broker.compute.list(rc, filters, all_tenants=everyone, limit=effective, marker=q.marker)
 
 
 @router.get("")
 def list_servers(
-    broker: BrokerDep,
-    rc: ContextDep,
-    base: BaseUrlDep,
-    limit: Limit = None,
-    marker: str | None = None,
-    name: str | None = None,
-    status: str | None = None,
-    availability_zone: str | None = None,
-    host: str | None = None,
-    all_tenants: str | None = None,
-    project_id: str | None = None,
+    broker: BrokerDep, rc: ContextDep, base: BaseUrlDep, q: ListQuery
 ) -> dict[str, Any]:
-    views = _list(
-        broker, rc, limit, marker, name, status, availability_zone, host, all_tenants, project_id
-    )
-    return {"servers": [server_brief(v, base) for v in views]}
+    return {"servers": [server_brief(v, base) for v in _list(broker, rc, q)]}
 
 
 @router.get("/detail")
 def list_servers_detail(
-    broker: BrokerDep,
-    rc: ContextDep,
-    base: BaseUrlDep,
-    limit: Limit = None,
-    marker: str | None = None,
-    name: str | None = None,
-    status: str | None = None,
-    availability_zone: str | None = None,
-    host: str | None = None,
-    all_tenants: str | None = None,
-    project_id: str | None = None,
+    broker: BrokerDep, rc: ContextDep, base: BaseUrlDep, q: ListQuery
 ) -> dict[str, Any]:
-    views = _list(
-        broker, rc, limit, marker, name, status, availability_zone, host, all_tenants, project_id
-    )
-    return {"servers": [server_detail(v, base) for v in views]}
+    return {"servers": [server_detail(v, base) for v in _list(broker, rc, q)]}
 
 
 @router.get("/{server_id}")
