@@ -1,0 +1,105 @@
+"""Monitor jobs and zone health, as plain functions over a real broker (SQLite, sim)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from federator.broker import Broker
+from federator.compute.zonestate import record_zone_failure, record_zone_success
+from federator.driver import ZoneHealth
+from federator.monitor import jobs
+from federator.monitor.service import Monitor
+from federator.storage.models import Host, Zone
+from tests.conftest import make_settings, sim_zone
+
+POLICY: dict[str, Any] = {"version": "m1", "zones": {}}
+
+
+def _broker(tmp_path: Path, **opts: Any) -> Broker:
+    settings = make_settings(
+        tmp_path, zones=[sim_zone("local", "local", hosts=2, **opts)], policy=POLICY
+    )
+    return Broker.open(settings)
+
+
+def _zone(broker: Broker, name: str) -> Zone:
+    with broker.dbs.api.read() as s:
+        z = s.get(Zone, name)
+        assert z is not None
+        return z
+
+
+def test_consecutive_failures_mark_down_and_one_success_restores(tmp_path: Path) -> None:
+    broker = _broker(tmp_path)
+    try:
+        db = broker.dbs.api
+        assert record_zone_failure(db, "local", "probe 1 failed") is False
+        assert record_zone_failure(db, "local", "probe 2 failed") is False
+        assert _zone(broker, "local").state == "available"
+        assert record_zone_failure(db, "local", "probe 3 failed") is True
+        z = _zone(broker, "local")
+        assert (z.state, z.state_detail, z.consecutive_failures) == ("down", "probe 3 failed", 3)
+        record_zone_success(db, "local", "ok again")
+        z = _zone(broker, "local")
+        assert (z.state, z.consecutive_failures) == ("available", 0)
+    finally:
+        broker.stop()
+
+
+def test_refresh_zone_counts_unhealthy_probes(tmp_path: Path) -> None:
+    broker = _broker(tmp_path)
+    try:
+        driver = broker.drivers["local"]
+        driver.health = lambda: ZoneHealth(False, "hypervisor API timed out")  # type: ignore[method-assign]
+        results = [jobs.refresh_zone(broker.ctx, "local") for _ in range(3)]
+        assert results[0].startswith("unhealthy (degraded)")
+        assert results[2].startswith("unhealthy (down)")
+        assert _zone(broker, "local").state == "down"
+    finally:
+        broker.stop()
+
+
+def test_refresh_zone_records_hosts_and_totals(tmp_path: Path) -> None:
+    broker = _broker(tmp_path, host_ram_mb=4096, host_vcpus=2)
+    try:
+        z = _zone(broker, "local")
+        assert (z.ram_total_mb, z.vcpus_total) == (2 * 4096, 2 * 2 * 4)  # cpu ratio 4.0
+        with broker.dbs.api.read() as s:
+            names = sorted(h.name for h in s.query(Host).filter(Host.zone == "local"))
+        assert names == ["local-host-001", "local-host-002"]
+        assert jobs.refresh_zone(broker.ctx, "local").startswith("ok")
+    finally:
+        broker.stop()
+
+
+def test_timed_keeps_outcome_and_never_raises() -> None:
+    record = jobs.JobRecord(name="x")
+
+    def boom() -> str:
+        raise RuntimeError("zone unreachable")
+
+    jobs.timed(record, boom)
+    assert (record.runs, record.failures, record.last_result) == (1, 1, "failed")
+    assert "zone unreachable" in record.last_error
+    jobs.timed(record, lambda: "fine")
+    assert (record.runs, record.failures, record.last_result, record.last_error) == (
+        2,
+        1,
+        "fine",
+        "",
+    )
+    assert record.last_duration is not None and record.last_duration >= 0
+
+
+def test_monitor_schedules_one_load_job_per_zone(tmp_path: Path) -> None:
+    broker = _broker(tmp_path)
+    monitor = Monitor(broker.ctx)
+    try:
+        monitor.start()
+        assert {"heartbeat", "load:local", "hosts-cache"} <= set(monitor.records)
+        record = monitor.run_now("load:local")
+        assert record.runs >= 1 and record.last_result.startswith("ok")
+    finally:
+        monitor.stop()
+        broker.stop()
