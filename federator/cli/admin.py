@@ -90,27 +90,13 @@ def db_status(config: ConfigOpt = None) -> None:
 def drivers(json_out: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
     """List installed driver plugins (entry points in federator.drivers)."""
     import json
+    from dataclasses import asdict
 
     from federator.plugins import installed
 
     found = installed()
     if json_out:
-        out_console.print_json(
-            json.dumps(
-                [
-                    p.__dict__
-                    if hasattr(p, "__dict__")
-                    else {
-                        "name": p.name,
-                        "target": p.target,
-                        "distribution": p.distribution,
-                        "version": p.version,
-                        "error": p.error,
-                    }
-                    for p in found
-                ]
-            )
-        )
+        out_console.print_json(json.dumps([asdict(p) for p in found]))
         return
     table = Table("name", "target", "package", "version", "status")
     for p in found:
