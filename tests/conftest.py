@@ -26,9 +26,8 @@ from federator.broker import Broker
 from federator.config import Settings, load_settings
 
 STRICT = os.environ.get("FEDERATOR_TEST_STRICT") == "1"
-PG_DSN = os.environ.get(
-    "FEDERATOR_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
+PG_HOST = os.environ.get("FEDERATOR_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = os.environ.get("FEDERATOR_TEST_PG_PORT", "5432")
 
 
 def require(condition: bool, what: str) -> None:
@@ -50,7 +49,7 @@ def _pg_admin() -> Any:
         return None
     try:
         return psycopg.connect(
-            "host=127.0.0.1 port=5432 user=postgres dbname=postgres",
+            f"host={PG_HOST} port={PG_PORT} user=postgres dbname=postgres",
             autocommit=True,
             connect_timeout=3,
         )
@@ -62,14 +61,14 @@ def _pg_admin() -> Any:
 def pg_database_factory() -> Iterator[Callable[[], str]]:
     """Creates throw-away PostgreSQL databases; returns SQLAlchemy URLs."""
     conn = _pg_admin()
-    require(conn is not None, "PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth)")
+    require(conn is not None, f"PostgreSQL on {PG_HOST}:{PG_PORT} (user postgres, trust auth)")
     created: list[str] = []
 
     def make() -> str:
         name = f"federator_test_{uuid.uuid4().hex[:12]}"
         conn.execute(f'CREATE DATABASE "{name}"')
         created.append(name)
-        return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+        return f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}/{name}"
 
     yield make
     for name in created:
