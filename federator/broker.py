@@ -105,8 +105,12 @@ class Broker:
         drivers: dict[str, Driver] = {}
         try:
             dbs.check(initialise_empty=initialise_empty)
+            flavors = [f.name for f in settings.flavors]
+            images = [ref for i in settings.images for ref in (i.name, i.id)]
             for zone in settings.zones:
-                drivers[zone.name] = load_driver(zone, settings.broker_id, settings.data_dir)
+                driver = load_driver(zone, settings.broker_id, settings.data_dir)
+                drivers[zone.name] = driver
+                driver.validate_catalog(flavors, images)
             policies = PolicyStore(
                 settings.resolved_policy_file(),
                 PolicyContext.from_settings(settings),

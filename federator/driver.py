@@ -252,6 +252,17 @@ class Driver(abc.ABC):
     def health(self) -> ZoneHealth:
         """Probe the zone cheaply. Never raises: failures come back as ``ok=False``."""
 
+    def validate_catalog(self, flavors: Sequence[str], images: Sequence[str]) -> None:  # noqa: B027
+        """Check at start-up that the zone can serve every broker flavor and image.
+
+        Called once with the flavor names and the image names and ids the broker defines.
+        Drivers that map them to provider objects (instance types, AMIs) raise here, so a
+        missing mapping stops the daemon instead of failing a boot later. Optional: the
+        default accepts everything.
+
+        :raises federator.exception.ConfigError: naming every unmapped flavor and image.
+        """
+
     def close(self) -> None:  # noqa: B027 - optional hook, no-op by default
         """Release connections. Called once at broker shutdown."""
 
