@@ -106,7 +106,7 @@ class Broker:
         try:
             dbs.check(initialise_empty=initialise_empty)
             flavors = [f.name for f in settings.flavors]
-            images = [ref for i in settings.images for ref in (i.name, i.id)]
+            images = {i.id: i.name for i in settings.images}
             for zone in settings.zones:
                 driver = load_driver(zone, settings.broker_id, settings.data_dir)
                 drivers[zone.name] = driver

@@ -90,8 +90,15 @@ class WorkerConfig(_Strict):
 
 
 class MonitorConfig(_Strict):
+    """Intervals (seconds) of the monitor's jobs and the thresholds they apply."""
+
     load_interval: float = Field(default=10.0, gt=0)
     heartbeat_interval: float = Field(default=5.0, gt=0)
+    sync_interval: float = Field(default=10.0, gt=0)
+    orphan_interval: float = Field(default=60.0, gt=0)
+    failures_to_down: int = Field(default=3, ge=1)
+    list_batch_size: int = Field(default=500, ge=1)
+    vanish_grace_seconds: float = Field(default=60.0, ge=0)
 
 
 def _default_zones() -> list[ZoneConfig]:

@@ -252,10 +252,13 @@ class Driver(abc.ABC):
     def health(self) -> ZoneHealth:
         """Probe the zone cheaply. Never raises: failures come back as ``ok=False``."""
 
-    def validate_catalog(self, flavors: Sequence[str], images: Sequence[str]) -> None:  # noqa: B027
+    def validate_catalog(  # noqa: B027 - optional hook, accepts everything by default
+        self, flavors: Sequence[str], images: Mapping[str, str]
+    ) -> None:
         """Check at start-up that the zone can serve every broker flavor and image.
 
-        Called once with the flavor names and the image names and ids the broker defines.
+        Called once with the broker's flavor names and its images as a mapping from image
+        id (what ``InstanceSpec.image`` carries) to image name.
         Drivers that map them to provider objects (instance types, AMIs) raise here, so a
         missing mapping stops the daemon instead of failing a boot later. Optional: the
         default accepts everything.

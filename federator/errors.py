@@ -15,6 +15,9 @@ QUOTA_EXCEEDED: Final = "federator.placement.quota_exceeded"
 POLICY_DENIED: Final = "federator.placement.policy_denied"
 BUILD_FAILED: Final = "federator.placement.build_failed"
 
+# Found by the monitor: a placed instance missing from its zone (fault of an ERROR record).
+MONITOR_VANISHED: Final = "federator.monitor.vanished"
+
 # Request and resource errors.
 BAD_REQUEST: Final = "federator.request.invalid"
 NOT_FOUND: Final = "federator.resource.not_found"
@@ -43,4 +46,5 @@ FAULT_REASONS: Final[dict[str, str]] = {
     QUOTA_EXCEEDED: "quota_exceeded",
     POLICY_DENIED: "policy_denied",
     BUILD_FAILED: "build_failed",
+    MONITOR_VANISHED: "vanished",
 }

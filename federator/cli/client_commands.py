@@ -229,3 +229,43 @@ def monitor_status(
     print_table(table)
     workers = body.get("workers") or {}
     say(f"build workers: {workers.get('busy', 0)} busy of {workers.get('count', 0)}")
+
+
+@monitor_app.command("events")
+def monitor_events(
+    zone: Annotated[str | None, typer.Option("--zone", help="Only this zone.")] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option(
+            "--kind", help="Only this kind: orphan, vanished, zone_down, zone_up or drift."
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="Most events.")] = 100,
+    url: UrlOpt = None,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT,
+    json_out: JsonOpt = False,
+) -> None:
+    """What the monitor found in the zones, newest first: orphans and what was done about
+    them, vanished instances, zones going down or coming back, usage drift."""
+    params: dict[str, str | int] = {"limit": limit}
+    if zone:
+        params["zone"] = zone
+    if kind:
+        params["kind"] = kind
+    with session(url, timeout) as client:
+        body = client.get(f"{BROKER}/monitor/events", params=params)
+    if json_out:
+        emit_json(body)
+        return
+    table = new_table("Time", "Zone", "Kind", "Instance", "Action", "Detail")
+    for e in body.get("events") or []:
+        add_row(
+            table,
+            e.get("created_at"),
+            e.get("zone"),
+            e.get("kind"),
+            e.get("instance_uuid"),
+            e.get("action"),
+            text(e.get("detail")),
+        )
+    print_table(table)

@@ -64,6 +64,16 @@ def _state(zone: dict[str, Any]) -> str:
     return f"{zone.get('state')} ({detail})" if detail else str(zone.get("state"))
 
 
+def _remote_usage(remote: dict[str, Any] | None) -> str:
+    """What the monitor counted in the zone's listing (virtual zones)."""
+    if not remote:
+        return NONE
+    return (
+        f"{remote.get('instances', 0)} instance(s), {remote.get('vcpus', 0)} vCPUs, "
+        f"{remote.get('ram_mb', 0)} MB"
+    )
+
+
 def _quota(zone: dict[str, Any]) -> str:
     return key_values(zone.get("quota") or {})
 
@@ -130,6 +140,7 @@ def zone_show(
             ("vcpus", f"{usage.get('vcpus', 0)} of {capacity.get('vcpus', 0)}"),
             ("ram", f"{usage.get('ram_mb', 0)} of {capacity.get('ram_mb', 0)} MB"),
             ("disk", f"{usage.get('disk_gb', 0)} of {capacity.get('disk_gb', 0)} GB"),
+            ("remote usage", _remote_usage(z.get("remote_usage"))),
             ("quota", _quota(z)),
             ("overflow", ", ".join(z.get("overflow") or []) or NONE),
             ("updated", z.get("updated_at")),

@@ -1,4 +1,7 @@
-"""Zone health: consecutive failures mark a zone down, one success brings it back."""
+"""Zone health: consecutive failures mark a zone down, one success brings it back.
+
+Each transition is also recorded as a ``zone_down`` or ``zone_up`` monitor event.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import logging
 from sqlalchemy import update
 
 from federator.storage.db import Database
+from federator.storage.events import add_event
 from federator.storage.models import Zone, utcnow
 
 LOG = logging.getLogger(__name__)
@@ -25,6 +29,7 @@ def record_zone_failure(
         row.updated_at = utcnow()
         if (force_down or row.consecutive_failures >= threshold) and row.state != "down":
             row.state = "down"
+            add_event(s, zone=zone, kind="zone_down", detail=detail)
             LOG.error("zone %s marked down: %s", zone, detail)
         return row.state == "down"
 
@@ -39,6 +44,7 @@ def record_zone_success(db: Database, zone: str, detail: str = "") -> None:
             )
         )
         if result.rowcount:  # type: ignore[attr-defined]
+            add_event(s, zone=zone, kind="zone_up", detail=detail)
             LOG.warning("zone %s is available again", zone)
         s.execute(
             update(Zone)

@@ -36,16 +36,17 @@ def refresh_zone(ctx: ComputeContext, zone: str) -> str:
     """
     driver = ctx.drivers[zone]
     zc = ctx.settings.zone(zone)
+    threshold = ctx.settings.monitor.failures_to_down
     health = driver.health()
     if not health.ok:
-        down = record_zone_failure(ctx.api, zone, health.detail)
+        down = record_zone_failure(ctx.api, zone, health.detail, threshold=threshold)
         return f"unhealthy ({'down' if down else 'degraded'}): {health.detail}"
     new = 0
     if driver.capabilities().host_scheduling:
         try:
             new = sync_hosts(ctx.api, zc, driver.list_hosts())
         except DriverError as exc:
-            record_zone_failure(ctx.api, zone, exc.message)
+            record_zone_failure(ctx.api, zone, exc.message, threshold=threshold)
             raise
     record_zone_success(ctx.api, zone, health.detail)
     return f"ok: {health.detail}" + (f"; {new} new host(s)" if new else "")

@@ -1,8 +1,11 @@
 """APScheduler wiring for the monitor.
 
-One job per zone (so a slow or unreachable zone never delays the others), plus the
-node heartbeat and the scheduler cache refresh. Jobs never overlap themselves
-(``max_instances=1``) and missed runs coalesce into one.
+Per zone, three jobs: ``load:<zone>`` (health probe and host inventory), ``sync:<zone>``
+(records, vanished instances and remote usage from the driver's listing) and
+``orphans:<zone>``; plus the node heartbeat and the scheduler cache refresh. The thread
+pool has a thread for every job, so a slow or unreachable zone never delays another zone
+or another job. Jobs never overlap themselves (``max_instances=1``) and missed runs
+coalesce into one.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from federator.compute.context import ComputeContext
 from federator.monitor import jobs
 from federator.monitor.jobs import JobRecord
+from federator.monitor.orphans import find_orphans
+from federator.monitor.sync import ZoneMemory, sync_zone
 
 LOG = logging.getLogger(__name__)
 
@@ -25,7 +30,8 @@ class Monitor:
     def __init__(self, ctx: ComputeContext) -> None:
         self.ctx = ctx
         self.records: dict[str, JobRecord] = {}
-        workers = max(4, len(ctx.settings.zones) + 2)
+        self.memory = {z.name: ZoneMemory() for z in ctx.settings.zones}
+        workers = 3 * len(ctx.settings.zones) + 2
         self._scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(workers)},
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": 30},
@@ -49,9 +55,12 @@ class Monitor:
         stale = self.ctx.settings.workers.lease_seconds
         self._add("heartbeat", mon.heartbeat_interval, jobs.heartbeat, self.ctx, stale)
         for zone in self.ctx.settings.zones:
+            name = zone.name
+            self._add(f"load:{name}", mon.load_interval, jobs.refresh_zone, self.ctx, name)
             self._add(
-                f"load:{zone.name}", mon.load_interval, jobs.refresh_zone, self.ctx, zone.name
+                f"sync:{name}", mon.sync_interval, sync_zone, self.ctx, name, self.memory[name]
             )
+            self._add(f"orphans:{name}", mon.orphan_interval, find_orphans, self.ctx, name)
         self._add("hosts-cache", mon.load_interval, jobs.refresh_hosts_cache, self.ctx)
         self._scheduler.start()
         LOG.info("monitor started with %d job(s)", len(self.records))

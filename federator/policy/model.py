@@ -26,6 +26,8 @@ __all__ = [
     "DenyRule",
     "LimitOverflowRule",
     "Match",
+    "OrphanAction",
+    "OrphanPolicy",
     "PercentMarks",
     "Policy",
     "Quota",
@@ -216,6 +218,29 @@ Rule = Annotated[
 ]
 
 
+# --- orphans ----------------------------------------------------------------------
+
+OrphanAction = Literal["log", "quarantine", "delete"]
+
+
+class OrphanPolicy(_Model):
+    """What the monitor does with an orphan: a remote instance tagged with this broker's
+    id that no instance record accounts for and no build in progress is creating."""
+
+    action: OrphanAction = Field(
+        default="log",
+        description=(
+            "log: record it only; quarantine: stop it and record it; delete: delete it and "
+            "record it."
+        ),
+    )
+    min_age_seconds: int = Field(
+        default=300,
+        ge=0,
+        description="Orphans launched less than this long ago are left for a later run.",
+    )
+
+
 # --- the document -------------------------------------------------------------------
 
 
@@ -252,6 +277,10 @@ class Policy(_Model):
     )
     rules: tuple[Rule, ...] = Field(
         default=(), description="Request rules; every matching rule applies."
+    )
+    orphans: OrphanPolicy = Field(
+        default_factory=OrphanPolicy,
+        description="What the monitor does with remote instances no record accounts for.",
     )
 
     @model_validator(mode="after")

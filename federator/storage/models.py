@@ -2,7 +2,8 @@
 
 The API database knows *where* things are and what capacity is claimed: zones, hosts,
 allocations, the queue of work, build requests and request specs of instances not yet
-placed, and the mapping from every instance to the cell that holds its record.
+placed, the mapping from every instance to the cell that holds its record, and what the
+monitor found in the zones (``monitor_events``).
 A cell database holds instance records. cell0 is a cell database like any other; it holds
 the instances that could not be placed, so they can be listed, shown and deleted through
 the ordinary code path (Nova's cells v2 design).
@@ -82,6 +83,12 @@ class Zone(ApiBase):
     ram_total_mb: Mapped[int] = mapped_column(BigInteger, default=0)
     vcpus_total: Mapped[int] = mapped_column(BigInteger, default=0)
     disk_total_gb: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The monitor's view of what the broker runs in a virtual zone, from the driver's
+    # listing; NULL until first measured. Claims never read these: they use the counters
+    # above, which move atomically with allocations.
+    remote_instances: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    remote_vcpus: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    remote_ram_mb: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -215,6 +222,23 @@ class PolicyVersion(ApiBase):
     content: Mapped[str] = mapped_column(Text)
     node: Mapped[str] = mapped_column(String(64))
     loaded_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MonitorEvent(ApiBase):
+    """Something the monitor found or did: an orphan and what was done about it, an
+    instance that vanished, a zone going down or coming back, usage drift."""
+
+    __tablename__ = "monitor_events"
+    __table_args__ = (Index("ix_monitor_events_zone_kind", "zone", "kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    zone: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    instance_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    remote_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    action: Mapped[str] = mapped_column(String(32), default="")
+    detail: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 # --- cell databases -----------------------------------------------------------------

@@ -24,15 +24,26 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 
 from federator.config import ZoneConfig
 from federator.driver import Driver
 from federator.plugins import load_driver
+from tests.support_moto import (
+    FAKE_ENV,
+    make_network,
+    moto_endpoint,
+    reset_moto_server,
+    strict_moto,
+    test_client,
+    zone_options,
+)
 
 CONTRACT_ENV = "FEDERATOR_CONTRACT_DRIVERS"
 BROKER_ID = "contract-broker"
@@ -56,6 +67,48 @@ FACTORIES: list[DriverFactory] = [
     DriverFactory("sim-hosts", lambda tmp: load_zone("sim", {"expose_hosts": True}, tmp)),
     DriverFactory("sim-opaque", lambda tmp: load_zone("sim", {"expose_hosts": False}, tmp)),
 ]
+
+
+# --- aws: EC2 on moto, in-process and as a server on 127.0.0.1 ----------------------------
+
+
+def _closing_with(driver: Driver, stack: ExitStack) -> Driver:
+    """``driver`` whose ``close()`` also unwinds ``stack`` (the mock, the environment)."""
+    close = driver.close
+
+    def close_all() -> None:
+        try:
+            close()
+        finally:
+            stack.close()
+
+    driver.close = close_all  # type: ignore[method-assign]
+    return driver
+
+
+def _aws_moto(tmp: Path) -> Driver:
+    from moto import mock_aws
+
+    with ExitStack() as stack:
+        stack.enter_context(strict_moto())
+        stack.enter_context(mock_aws())
+        network = make_network(test_client())
+        driver = load_zone("aws", zone_options(network), tmp)
+        return _closing_with(driver, stack.pop_all())
+
+
+def _aws_server(tmp: Path) -> Driver:
+    endpoint = moto_endpoint()
+    with ExitStack() as stack:
+        stack.enter_context(mock.patch.dict(os.environ, FAKE_ENV))
+        stack.enter_context(strict_moto())
+        reset_moto_server(endpoint)
+        network = make_network(test_client(endpoint))
+        driver = load_zone("aws", zone_options(network, endpoint_url=endpoint), tmp)
+        return _closing_with(driver, stack.pop_all())
+
+
+FACTORIES.extend([DriverFactory("aws-moto", _aws_moto), DriverFactory("aws-server", _aws_server)])
 
 
 def installed_with_defaults(name: str) -> DriverFactory:

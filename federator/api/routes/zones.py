@@ -100,6 +100,13 @@ def _zone_body(broker: Broker, z: Zone, host_counts: dict[str, tuple[int, int]])
             "disk_gb": z.disk_used_gb,
         },
         "capacity": {"vcpus": z.vcpus_total, "ram_mb": z.ram_total_mb, "disk_gb": z.disk_total_gb},
+        # The monitor's count from the driver's listing (virtual zones; null until
+        # measured). Placement uses "usage", which moves atomically with allocations.
+        "remote_usage": (
+            {"instances": z.remote_instances, "vcpus": z.remote_vcpus, "ram_mb": z.remote_ram_mb}
+            if z.remote_instances is not None
+            else None
+        ),
         "thresholds": threshold_figures(policy, load),
         "quota": zp.quota.model_dump() if zp is not None and zp.quota is not None else None,
         "overflow": list(zp.overflow) if zp is not None and zp.overflow else [],

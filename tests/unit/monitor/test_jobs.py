@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from federator.broker import Broker
 from federator.compute.zonestate import record_zone_failure, record_zone_success
-from federator.driver import ZoneHealth
+from federator.driver import RemoteInstance, TransientError, ZoneHealth
 from federator.monitor import jobs
 from federator.monitor.service import Monitor
+from federator.storage.events import list_events
 from federator.storage.models import Host, Zone
 from tests.conftest import make_settings, sim_zone
 
@@ -101,5 +105,96 @@ def test_monitor_schedules_one_load_job_per_zone(tmp_path: Path) -> None:
         record = monitor.run_now("load:local")
         assert record.runs >= 1 and record.last_result.startswith("ok")
     finally:
+        monitor.stop()
+        broker.stop()
+
+
+def test_zone_health_changes_are_recorded_as_events(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path,
+        zones=[sim_zone("local", "local", hosts=1)],
+        policy=POLICY,
+        monitor={"failures_to_down": 2},
+    )
+    broker = Broker.open(settings)
+    try:
+        driver = broker.drivers["local"]
+        healthy = driver.health
+        driver.health = lambda: ZoneHealth(False, "timed out")  # type: ignore[method-assign]
+        assert jobs.refresh_zone(broker.ctx, "local").startswith("unhealthy (degraded)")
+        assert jobs.refresh_zone(broker.ctx, "local").startswith("unhealthy (down)")
+        driver.health = healthy  # type: ignore[method-assign]
+        assert jobs.refresh_zone(broker.ctx, "local").startswith("ok")
+        kinds = [(e.kind, e.detail) for e in list_events(broker.dbs.api, zone="local")]
+        assert kinds[0][0] == "zone_up"
+        assert kinds[1] == ("zone_down", "timed out")
+        assert len(kinds) == 2
+    finally:
+        broker.stop()
+
+
+def test_each_zone_has_its_own_sync_and_orphans_jobs(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path,
+        zones=[
+            sim_zone("local", "local", hosts=1),
+            sim_zone("cloud-a", "virtual", expose_hosts=False),
+        ],
+        policy=POLICY,
+    )
+    broker = Broker.open(settings)
+    monitor = Monitor(broker.ctx)
+    try:
+        monitor.start()
+        for zone in ("local", "cloud-a"):
+            assert {f"load:{zone}", f"sync:{zone}", f"orphans:{zone}"} <= set(monitor.records)
+
+        def unreachable(batch_size: int = 500) -> Iterator[Sequence[RemoteInstance]]:
+            raise TransientError("cloud-a", "connection timed out")
+            yield []  # pragma: no cover - makes this a generator
+
+        broker.drivers["cloud-a"].list_instances = unreachable  # type: ignore[method-assign]
+        for _ in range(2):
+            failed = monitor.run_now("sync:cloud-a")
+            fine = monitor.run_now("sync:local")
+        assert (failed.runs, failed.failures, failed.last_result) == (2, 2, "failed")
+        assert "connection timed out" in failed.last_error
+        assert fine.last_error == "" and fine.last_result.startswith("seen 0")
+        assert monitor.run_now("orphans:cloud-a").last_error
+        assert monitor.run_now("orphans:local").last_result.startswith("seen 0")
+        assert monitor.run_now("load:cloud-a").last_result.startswith("ok")  # health is separate
+    finally:
+        monitor.stop()
+        broker.stop()
+
+
+def test_a_stuck_zone_does_not_delay_the_others(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path,
+        zones=[
+            sim_zone("local", "local", hosts=1),
+            sim_zone("cloud-a", "virtual", expose_hosts=False),
+        ],
+        policy=POLICY,
+        monitor={"sync_interval": 0.05, "orphan_interval": 0.05},
+    )
+    broker = Broker.open(settings)
+    monitor = Monitor(broker.ctx)
+    release = threading.Event()
+
+    def stuck(batch_size: int = 500) -> Iterator[Sequence[RemoteInstance]]:
+        release.wait(30)
+        yield []
+
+    broker.drivers["cloud-a"].list_instances = stuck  # type: ignore[method-assign]
+    try:
+        monitor.start()
+        deadline = time.monotonic() + 20
+        while monitor.records["sync:local"].runs < 3 or monitor.records["orphans:local"].runs < 3:
+            assert time.monotonic() < deadline, "jobs of the healthy zone did not keep running"
+            time.sleep(0.02)
+        assert monitor.records["sync:cloud-a"].runs <= 1  # still inside its first run
+    finally:
+        release.set()
         monitor.stop()
         broker.stop()

@@ -406,3 +406,23 @@ def test_document_wide_problems_are_reported_once(tmp_path: Path) -> None:
             "message": "duplicate rule name 'stay' (first used by rules[0])",
         }
     ]
+
+
+def test_orphans_default_to_log_after_five_minutes(tmp_path: Path) -> None:
+    loaded = load_policy(_write(tmp_path, json.dumps(_valid())), CONTEXT)
+    assert loaded.policy.orphans.action == "log"
+    assert loaded.policy.orphans.min_age_seconds == 300
+    doc = {**_valid(), "orphans": {"action": "delete", "min_age_seconds": 0}}
+    loaded = load_policy(_write(tmp_path, json.dumps(doc)), CONTEXT)
+    assert (loaded.policy.orphans.action, loaded.policy.orphans.min_age_seconds) == ("delete", 0)
+
+
+def test_orphans_section_is_checked(tmp_path: Path) -> None:
+    doc = {**_valid(), "orphans": {"action": "nuke", "min_age": 3}}
+    problems = _by_path(_problems(tmp_path, doc))
+    assert problems["$.orphans.action"] == (
+        "Input should be 'log', 'quarantine' or 'delete' (got \"nuke\")"
+    )
+    assert problems["$.orphans.min_age"].startswith(
+        "unknown key 'min_age'; did you mean 'min_age_seconds'?"
+    )
