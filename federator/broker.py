@@ -1,9 +1,10 @@
 """The broker: wires configuration, databases, drivers, policy, workers and monitor.
 
 ``Broker.open`` does every start-up check and fails with a clear error before anything
-runs: schema revisions, driver plugins and their options, and the policy file.
+runs: schema revisions, driver plugins and their options, and the policy file. On the
+built-in zone list it first starts the embedded EC2 stand-in (:mod:`federator.embedded`).
 ``start`` resumes work a previous run of this node left unfinished and starts the
-workers and the monitor; ``stop`` drains them.
+workers and the monitor; ``stop`` drains them, then stops the stand-in.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import os
 from dataclasses import dataclass
 
+from federator import embedded
 from federator.compute.context import ComputeContext
 from federator.compute.inventory import HostCache, sync_zones
 from federator.compute.queue import TaskQueue
@@ -71,8 +73,10 @@ class Broker:
         dbs: Databases,
         drivers: dict[str, Driver],
         policies: PolicyStore,
+        stand_in: embedded.StandIn | None = None,
     ) -> None:
         self.settings = settings
+        self.stand_in = stand_in
         self.dbs = dbs
         self.drivers = drivers
         self.policies = policies
@@ -101,6 +105,18 @@ class Broker:
             with a message naming what is wrong.
         """
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings, stand_in = embedded.prepare(settings)
+        try:
+            return cls._open(settings, stand_in, initialise_empty=initialise_empty)
+        except BaseException:
+            if stand_in is not None:
+                stand_in.stop()
+            raise
+
+    @classmethod
+    def _open(
+        cls, settings: Settings, stand_in: embedded.StandIn | None, *, initialise_empty: bool
+    ) -> Broker:
         dbs = Databases.from_settings(settings)
         drivers: dict[str, Driver] = {}
         try:
@@ -118,7 +134,7 @@ class Broker:
                 settings.node_id,
             )
             policies.load()
-            broker = cls(settings, dbs, drivers, policies)
+            broker = cls(settings, dbs, drivers, policies, stand_in)
             sync_zones(dbs.api, settings)
             for zone in settings.zones:
                 record = jobs.JobRecord(name=f"load:{zone.name}")
@@ -148,7 +164,8 @@ class Broker:
         self._started = True
 
     def stop(self) -> None:
-        """Stop taking work, let running tasks finish, stop the monitor, close everything."""
+        """Stop taking work, let running tasks finish, stop the monitor, close everything;
+        the EC2 stand-in last, since draining tasks may still call it."""
         if self._started:
             self.workers.stop()
             self.monitor.stop()
@@ -159,3 +176,5 @@ class Broker:
             except Exception:
                 LOG.exception("closing the driver of zone %s failed", d.zone)
         self.dbs.dispose()
+        if self.stand_in is not None:
+            self.stand_in.stop()

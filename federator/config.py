@@ -5,8 +5,10 @@ or ``FEDERATOR_CONFIG``), then ``FEDERATOR_*`` environment variables with ``__``
 nesting levels (``FEDERATOR_API__PORT=9000``, ``FEDERATOR_DATABASE__API_URL=...``).
 
 With no file at all the broker runs on an embedded default: SQLite files in the data
-directory, a simulated local zone of four hosts, two simulated virtual zones standing in
-for remote clouds, and ``policies/default.json``.
+directory, a simulated local zone of four hosts, two virtual zones standing in for remote
+clouds (``aws-standin``, the ``aws`` driver against an in-process moto server that
+:mod:`federator.embedded` starts, and ``sim-cloud-b``, simulated), and
+``policies/default.json``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from federator.exception import ConfigError
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 CONFIG_ENV = "FEDERATOR_CONFIG"
+STAND_IN_ZONE = "aws-standin"
+STAND_IN_LABEL = "AWS EC2 (in-process moto stand-in, no account needed)"
 
 
 class _Strict(BaseModel):
@@ -101,7 +105,9 @@ class MonitorConfig(_Strict):
     vanish_grace_seconds: float = Field(default=60.0, ge=0)
 
 
-def _default_zones() -> list[ZoneConfig]:
+def builtin_zones() -> list[ZoneConfig]:
+    """The embedded default's zones (the stand-in still to be completed by
+    :func:`federator.embedded.prepare`)."""
     return [
         ZoneConfig(
             name="local",
@@ -110,12 +116,14 @@ def _default_zones() -> list[ZoneConfig]:
             label="simulated hypervisors",
             options={"hosts": 4, "host_ram_mb": 8192, "host_vcpus": 8, "host_disk_gb": 200},
         ),
+        # Completed at start-up by federator.embedded: its endpoint, network and AMIs exist
+        # only once the in-process moto server runs (a sim zone when moto is missing).
         ZoneConfig(
-            name="sim-cloud-a",
-            driver="sim",
+            name=STAND_IN_ZONE,
+            driver="aws",
             kind="virtual",
-            label="simulated stand-in for a remote cloud",
-            options={"hosts": 8, "host_ram_mb": 16384, "host_vcpus": 16, "expose_hosts": False},
+            label=STAND_IN_LABEL,
+            options={"stand_in": True},
         ),
         ZoneConfig(
             name="sim-cloud-b",
@@ -170,7 +178,7 @@ class Settings(BaseSettings):
     api: ApiConfig = Field(default_factory=ApiConfig)
     workers: WorkerConfig = Field(default_factory=WorkerConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
-    zones: list[ZoneConfig] = Field(default_factory=_default_zones)
+    zones: list[ZoneConfig] = Field(default_factory=builtin_zones)
     flavors: list[FlavorConfig] = Field(default_factory=_default_flavors)
     images: list[ImageConfig] = Field(default_factory=_default_images)
 

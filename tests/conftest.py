@@ -23,7 +23,8 @@ import uvicorn
 
 from federator.api.app import asgi_app
 from federator.broker import Broker
-from federator.config import Settings, load_settings
+from federator.config import STAND_IN_ZONE, Settings, builtin_zones, load_settings
+from federator.embedded import simulated_stand_in
 
 STRICT = os.environ.get("FEDERATOR_TEST_STRICT") == "1"
 PG_HOST = os.environ.get("FEDERATOR_TEST_PG_HOST", "127.0.0.1")
@@ -88,17 +89,34 @@ def sim_zone(name: str, kind: str, **options: Any) -> dict[str, Any]:
     return {"name": name, "driver": "sim", "kind": kind, "options": options}
 
 
+def simulated_default_zones() -> list[dict[str, Any]]:
+    """The built-in zones with ``aws-standin`` simulated: same names and kinds, no moto."""
+    return [
+        (simulated_stand_in() if z.name == STAND_IN_ZONE else z).model_dump()
+        for z in builtin_zones()
+    ]
+
+
 def make_settings(
     tmp_path: Path,
     *,
     zones: list[dict[str, Any]] | None = None,
     policy: dict[str, Any] | None = None,
     database: dict[str, Any] | None = None,
+    embedded: bool = False,
     **overrides: Any,
 ) -> Settings:
+    """Settings for a test broker in ``tmp_path``.
+
+    Without ``zones``, the built-in zones: with ``aws-standin`` simulated, unless
+    ``embedded`` asks for the real embedded default (an in-process moto EC2 stand-in,
+    which costs about a second per broker).
+    """
     data: dict[str, Any] = {"data_dir": tmp_path / "data", "node_id": "test-node"}
     if zones is not None:
         data["zones"] = zones
+    elif not embedded:
+        data["zones"] = simulated_default_zones()
     if policy is not None:
         data["policy_file"] = write_policy(tmp_path / "policy.json", policy)
     if database is not None:
@@ -197,5 +215,6 @@ def live_broker_factory() -> Iterator[Callable[[Settings], LiveBroker]]:
 def live_broker(
     tmp_path: Path, live_broker_factory: Callable[[Settings], LiveBroker]
 ) -> LiveBroker:
-    """A broker on the embedded default configuration (SQLite, sim zones, default policy)."""
+    """A broker on the embedded default configuration (SQLite, default policy), its
+    ``aws-standin`` zone simulated (see :func:`make_settings`)."""
     return live_broker_factory(make_settings(tmp_path))

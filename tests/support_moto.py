@@ -4,6 +4,9 @@
   :func:`fast_moto_tags` is the fixture that applies it for one test;
 * :func:`strict_moto` makes moto reject unknown AMIs and instance types, as EC2 does;
 * :func:`make_network` builds a VPC, subnets and a security group to launch into;
+* :func:`fail_run_instances` makes RunInstances answer an AWS error (server side, so it
+  works in-process and through the server alike); :func:`no_backoff` drops botocore's
+  retry sleeps;
 * :func:`moto_endpoint` starts one ThreadedMotoServer on 127.0.0.1 for the session.
 """
 
@@ -157,6 +160,36 @@ def zone_options(network: Network, **overrides: Any) -> dict[str, Any]:
     }
     options.update(overrides)
     return options
+
+
+def fail_run_instances(
+    monkeypatch: pytest.MonkeyPatch, code: str, times: int | None = None
+) -> list[int]:
+    """Make moto's RunInstances answer AWS error ``code`` (``times`` times, or always).
+
+    Returns the list that gets one element per RunInstances call moto received.
+    """
+    from moto.ec2.exceptions import EC2ClientError
+    from moto.ec2.models.instances import InstanceBackend
+
+    original = InstanceBackend.run_instances
+    calls: list[int] = []
+
+    def failing(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if times is None or len(calls) <= times:
+            raise EC2ClientError(code, f"{code} (injected)")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(InstanceBackend, "run_instances", failing)
+    return calls
+
+
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore's standard retry mode without its (random, up to 20 s) sleeps."""
+    monkeypatch.setattr(
+        "botocore.retries.standard.ExponentialBackoff.delay_amount", lambda self, ctx: 0
+    )
 
 
 # --- one ThreadedMotoServer per test session -------------------------------------------

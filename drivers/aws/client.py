@@ -7,18 +7,24 @@ else is boto3 imported.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 from typing import Any
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ProfileNotFound
 
 from drivers.aws.options import AwsOptions
 from federator.exception import ConfigError
 
-__all__ = ["CredentialLogFilter", "guard_credential_logs", "make_client"]
+__all__ = ["STAND_IN_CREDENTIALS", "CredentialLogFilter", "guard_credential_logs", "make_client"]
+
+# What a stand_in zone signs with. Obviously not a key: no secret to protect, and
+# nothing that could be mistaken for one in a log or an error.
+STAND_IN_CREDENTIALS = ("STAND-IN-NOT-A-KEY", "stand-in-not-a-secret")
 
 # botocore.endpoint logs each prepared request with its headers (the Authorization
 # header names the access key id, X-Amz-Security-Token is the session token) and
@@ -61,6 +67,15 @@ def make_client(options: AwsOptions, zone: str) -> Any:
     when set. Sessions are not thread-safe but clients are, so the driver builds
     both once and shares the client between threads.
 
+    A ``stand_in`` zone's session gets :data:`STAND_IN_CREDENTIALS` as explicit static
+    credentials instead. botocore then never runs the chain for it, so no key from the
+    environment, the shared files or an instance role is read or used to sign a request
+    to the stand-in; and since they live on this session only, nothing is written to
+    ``os.environ`` where other zones' chains would find it. The options guarantee the
+    endpoint is a loopback address, so even the dummy signatures never leave the host.
+    Its session reads no shared AWS config either (``AWS_PROFILE`` naming a profile
+    that does not exist cannot stop it).
+
     :raises ConfigError: the profile does not exist or the client cannot be built.
     """
     config = Config(
@@ -72,7 +87,18 @@ def make_client(options: AwsOptions, zone: str) -> Any:
         user_agent_extra="federator",
     )
     try:
-        session = boto3.session.Session(profile_name=options.profile, region_name=options.region)
+        if options.stand_in:
+            key, secret = STAND_IN_CREDENTIALS
+            session = boto3.session.Session(
+                aws_access_key_id=key,
+                aws_secret_access_key=secret,
+                region_name=options.region,
+                botocore_session=_unconfigured_session(),
+            )
+        else:
+            session = boto3.session.Session(
+                profile_name=options.profile, region_name=options.region
+            )
         return session.client("ec2", endpoint_url=options.endpoint_url, config=config)
     except ProfileNotFound as exc:
         raise ConfigError(
@@ -83,3 +109,16 @@ def make_client(options: AwsOptions, zone: str) -> Any:
         raise ConfigError(
             reason=f"zone {zone!r}: cannot build the EC2 client ({type(exc).__name__})"
         ) from exc
+
+
+def _unconfigured_session() -> Any:
+    """A botocore session that reads no shared config or credentials file and no
+    ``AWS_PROFILE``: (config key, environment variable, default, conversion) of each
+    setting, with neither a key nor a variable."""
+    return botocore.session.Session(
+        session_vars={
+            "profile": (None, None, None, None),
+            "config_file": (None, None, os.devnull, None),
+            "credentials_file": (None, None, os.devnull, None),
+        }
+    )

@@ -5,14 +5,19 @@ credentials come from boto3's standard chain (environment, shared config and
 credentials files, container or instance role), optionally narrowed to a named
 ``profile``. A key written into the options table is an unknown key and stops the
 broker at start-up, so no secret ever sits in the configuration or the policy.
+
+The one exception is ``stand_in``: a zone whose endpoint is a local EC2 imitation (the
+embedded default's moto server) signs with fixed dummy credentials instead, and is
+refused any endpoint that is not a loopback address. See :func:`drivers.aws.client.make_client`.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, StringConstraints, field_validator
+from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from federator.driver import DriverOptions
 
@@ -85,6 +90,11 @@ class AwsOptions(DriverOptions):
     poll_interval: float = Field(
         default=5.0, gt=0, le=300, description="seconds between state polls while waiting"
     )
+    stand_in: bool = Field(
+        default=False,
+        description="the endpoint is a local EC2 stand-in: sign with fixed dummy credentials "
+        "and never read the credential chain; endpoint_url must be a loopback address",
+    )
     tag_prefix: str = Field(
         default="federator:",
         min_length=1,
@@ -105,9 +115,32 @@ class AwsOptions(DriverOptions):
             raise ValueError("must not carry credentials; use the AWS credential chain")
         return value
 
+    @model_validator(mode="after")
+    def _stand_in_stays_local(self) -> AwsOptions:
+        if not self.stand_in:
+            return self
+        if self.profile is not None:
+            raise ValueError("stand_in: a stand-in signs with dummy credentials; remove profile")
+        host = urlsplit(self.endpoint_url).hostname if self.endpoint_url else None
+        if host is None or not _is_loopback(host):
+            raise ValueError(
+                "stand_in: endpoint_url must be an http(s) URL on a loopback address "
+                "(127.0.0.0/8 or ::1)"
+            )
+        return self
+
     @field_validator("tag_prefix")
     @classmethod
     def _not_reserved(cls, value: str) -> str:
         if value.lower().startswith("aws:"):
             raise ValueError('tag keys starting with "aws:" are reserved by AWS')
         return value
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback IP literal; names are refused, since a name can
+    resolve anywhere."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -74,6 +74,20 @@ def _remote_usage(remote: dict[str, Any] | None) -> str:
     )
 
 
+def _stand_in(stand_in: dict[str, Any] | None) -> list[tuple[str, Any]]:
+    """The rows of an embedded EC2 stand-in: where its EC2 API answers."""
+    if not stand_in:
+        return []
+    return [
+        ("stand-in endpoint", stand_in.get("endpoint")),
+        (
+            "stand-in",
+            f"{stand_in.get('provider')}, EC2 API, region {stand_in.get('region')}, "
+            f"credentials {stand_in.get('credentials')}",
+        ),
+    ]
+
+
 def _quota(zone: dict[str, Any]) -> str:
     return key_values(zone.get("quota") or {})
 
@@ -132,6 +146,7 @@ def zone_show(
             ("kind", z.get("kind")),
             ("driver", z.get("driver")),
             ("label", z.get("label")),
+            *_stand_in(z.get("stand_in")),
             ("cell", z.get("cell")),
             ("state", _state(z)),
             ("bursting", bool(z.get("bursting"))),

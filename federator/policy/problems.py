@@ -21,7 +21,7 @@ PathPart = str | int
 def json_path(parts: Iterable[PathPart]) -> str:
     """Render a location as a JSON path.
 
-    Keys made of letters, digits, ``_`` and ``-`` use dot notation (``$.zones.sim-cloud-a``);
+    Keys made of letters, digits, ``_`` and ``-`` use dot notation (``$.zones.aws-standin``);
     any other key is quoted in brackets (``$.rules[0].match.flavors``, ``$["$schema"]``,
     ``$.zones["eu.west"]``).
     """

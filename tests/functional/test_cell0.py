@@ -11,7 +11,7 @@ from tests.conftest import LiveBroker
 from tests.functional.support import boot_settled, fault_reason
 
 # The embedded default refuses requests that name a virtual zone: a quick way to cell0.
-TO_CELL0 = {"availability_zone": "sim-cloud-a"}
+TO_CELL0 = {"availability_zone": "aws-standin"}
 
 
 def _list(live: LiveBroker, path: str = "", **params: Any) -> list[dict[str, Any]]:

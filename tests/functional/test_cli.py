@@ -284,10 +284,10 @@ def test_zone_list_shows_bursting_and_thresholds(live_broker: LiveBroker) -> Non
     assert ram == "0% (high 75%, low 50%)"
     assert vcpu == "0% (high 90%, low 70%)"
     assert quota == "-"
-    assert row(out, "sim-cloud-a")[-1] == "instances=8"
+    assert row(out, "aws-standin")[-1] == "instances=8"
 
     zones = json.loads(ok(live_broker, "zone", "list", "--json"))
-    assert [z["name"] for z in zones] == ["local", "sim-cloud-a", "sim-cloud-b"]
+    assert [z["name"] for z in zones] == ["local", "aws-standin", "sim-cloud-b"]
 
     # Three m1.large fill local to its 75% mark; the fourth overflows and local bursts.
     for n in range(4):
@@ -298,7 +298,7 @@ def test_zone_list_shows_bursting_and_thresholds(live_broker: LiveBroker) -> Non
     assert local[3] == "yes"
     assert local[5] == "75% (high 75%, low 50%)"
     assert local[7] == "3"
-    assert row(out, "sim-cloud-a")[7] == "1"
+    assert row(out, "aws-standin")[7] == "1"
 
     shown = ok(live_broker, "zone", "show", "local")
     assert field(shown, "bursting") == "yes"
@@ -364,7 +364,7 @@ def test_policy_explain_prints_the_decision(live_broker: LiveBroker) -> None:
     assert "accepted by threshold: under high water" in out
     assert "ram_percent_high=75" in out
     assert "hosts: 4 of 4 passed the filters" in out
-    assert "Zone sim-cloud-a (virtual): rank 2" in out
+    assert "Zone aws-standin (virtual): rank 2" in out
     assert len([line for line in lines if "local-host-" in line and "│" in line]) == 2
 
     body = json.loads(

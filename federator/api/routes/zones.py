@@ -83,11 +83,14 @@ def _zone_body(broker: Broker, z: Zone, host_counts: dict[str, tuple[int, int]])
     load = zone_loads(broker.dbs.api)[z.name]
     total, enabled = host_counts.get(z.name, (0, 0))
     zp = policy.zones.get(z.name)
+    stand_in = broker.stand_in
     return {
         "name": z.name,
         "kind": z.kind,
         "driver": z.driver,
         "label": zc.label,
+        # The embedded default's EC2 imitation backing this zone, if it is that zone.
+        "stand_in": stand_in.public() if stand_in is not None and stand_in.zone == z.name else None,
         "cell": z.cell,
         "state": z.state,
         "state_detail": z.state_detail,

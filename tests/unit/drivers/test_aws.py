@@ -21,7 +21,6 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 from moto import mock_aws
-from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.models.instances import InstanceBackend, StateReason
 from pydantic import ValidationError
 
@@ -46,7 +45,15 @@ from federator.driver import (
 from federator.exception import ConfigError
 from federator.plugins import load_driver
 from tests import support_moto
-from tests.support_moto import INSTANCE_TYPES, Network, make_network, strict_moto, zone_options
+from tests.support_moto import (
+    INSTANCE_TYPES,
+    Network,
+    fail_run_instances,
+    make_network,
+    no_backoff,
+    strict_moto,
+    zone_options,
+)
 
 BROKER = "unit-broker"
 ZONE = "aws1"
@@ -106,30 +113,6 @@ def spec(
         image=image,
         project_id="p1",
         broker_id=broker_id,
-    )
-
-
-def fail_run_instances(
-    monkeypatch: pytest.MonkeyPatch, code: str, times: int | None = None
-) -> list[int]:
-    """Make moto's RunInstances answer AWS error ``code`` (``times`` times, or always)."""
-    original = InstanceBackend.run_instances
-    calls: list[int] = []
-
-    def failing(self: Any, *args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        if times is None or len(calls) <= times:
-            raise EC2ClientError(code, f"{code} (injected)")
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(InstanceBackend, "run_instances", failing)
-    return calls
-
-
-def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """botocore's standard retry mode without its (random, up to 20 s) sleeps."""
-    monkeypatch.setattr(
-        "botocore.retries.standard.ExponentialBackoff.delay_amount", lambda self, ctx: 0
     )
 
 

@@ -43,7 +43,7 @@ def test_example_validates_against_the_default_configuration(
 
 def test_default_context_matches_the_embedded_configuration(context: PolicyContext) -> None:
     assert context.local_zones == ("local",)
-    assert context.virtual_zones == ("sim-cloud-a", "sim-cloud-b")
+    assert context.virtual_zones == ("aws-standin", "sim-cloud-b")
     assert set(context.flavors.values()) == {"m1.tiny", "m1.small", "m1.medium", "m1.large"}
     assert set(context.images.values()) == {"cirros", "ubuntu-24.04", "debian-12"}
 
@@ -57,8 +57,8 @@ def test_default_policy_is_the_documented_one(context: PolicyContext) -> None:
     assert (local.thresholds.ram_percent.high, local.thresholds.ram_percent.low) == (75, 50)
     assert (local.thresholds.vcpu_percent.high, local.thresholds.vcpu_percent.low) == (90, 70)
     assert local.thresholds.instances is None
-    assert local.overflow == ("sim-cloud-a", "sim-cloud-b")
-    for zone in ("sim-cloud-a", "sim-cloud-b"):
+    assert local.overflow == ("aws-standin", "sim-cloud-b")
+    for zone in ("aws-standin", "sim-cloud-b"):
         quota = policy.zones[zone].quota
         assert quota is not None and quota.instances == 8
     assert policy.weighing == "spread"
