@@ -28,8 +28,10 @@ from moto.ec2.models.instances import InstanceBackend
 from typer.testing import CliRunner
 
 from drivers.aws.driver import AwsDriver
+from federator.broker import Broker
 from federator.cli.main import app as cli
 from federator.config import Settings, load_settings
+from federator.exception import ConfigError
 from federator.monitor import jobs
 from federator.monitor.orphans import find_orphans
 from federator.monitor.sync import SyncReport, sync_zone
@@ -171,14 +173,13 @@ def always_burst(version: str = "burst", **kw: Any) -> dict[str, Any]:
 def settings(
     tmp_path: Path, ec2: Ec2, doc: dict[str, Any], *, aws: dict[str, Any] | None = None, **top: Any
 ) -> Settings:
-    options = zone_options(
-        ec2.network,
-        endpoint_url=ec2.endpoint,
-        flavor_map=ec2.flavor_map,
-        image_map=ec2.amis,
-        wait_timeout=0,  # create/start return while EC2 still says pending
-        **(aws or {}),
-    )
+    given: dict[str, Any] = {
+        "endpoint_url": ec2.endpoint,
+        "flavor_map": ec2.flavor_map,
+        "image_map": ec2.amis,
+        "wait_timeout": 0,  # create/start return while EC2 still says pending
+    }
+    options = zone_options(ec2.network, **{**given, **(aws or {})})
     zone_list = [
         sim_zone("local", "local", hosts=4, host_ram_mb=8192, host_vcpus=8),
         {"name": AWS, "driver": "aws", "kind": "virtual", "options": options},
@@ -724,3 +725,18 @@ def test_credentials_never_reach_logs_answers_or_the_cli(
     for secret in SECRETS:
         assert [t for t in texts if secret in t] == [], secret
         assert [line for line in logged if secret in line] == [], secret
+
+
+def test_an_unmapped_flavor_or_image_stops_the_broker_at_start_up(tmp_path: Path, ec2: Ec2) -> None:
+    """Found when the daemon starts, naming each gap, not when a boot reaches the zone."""
+    flavor_map = {k: v for k, v in ec2.flavor_map.items() if k != "m1.large"}
+    image_map = dict(list(ec2.amis.items())[1:])
+    bad = settings(
+        tmp_path, ec2, always_burst(), aws={"flavor_map": flavor_map, "image_map": image_map}
+    )
+    with pytest.raises(ConfigError) as caught:
+        Broker.open(bad)
+    message = caught.value.message
+    assert "'aws-east'" in message
+    assert "flavors without an instance type in flavor_map: m1.large" in message
+    assert "images without an AMI in image_map" in message
