@@ -6,9 +6,11 @@ Usage::
 
 It starts ``federator serve --port 0`` in a child process (so the load generator does not
 share the broker's interpreter) on SQLite in a temporary directory, with one simulated
-local zone large enough for every boot and a policy without thresholds. ``--clients``
-threads, each with its own HTTP client, then POST ``--boots`` boots as fast as they are
-answered. Measured:
+local zone large enough for every boot and a policy without thresholds. The benchmark
+authenticates once as the admin the broker creates on first start (its password is in
+``data/admin-openrc``); ``--clients`` threads, each with its own HTTP client carrying that
+token, then POST ``--boots`` boots as fast as they are answered, so every request is
+authenticated as in production. Measured:
 
 * ``accepted_per_s``: boots / wall time of the submission phase (first request sent to
   last answer received);
@@ -25,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import signal
 import subprocess
 import sys
@@ -101,7 +104,29 @@ def start_broker(workdir: Path, hosts: int, workers: int) -> tuple[subprocess.Po
     return proc, f"http://127.0.0.1:{ready.read_text().strip()}"
 
 
-def submit(url: str, boots: int, clients: int) -> tuple[float, float, list[float], int]:
+def admin_token(url: str, data_dir: Path) -> dict[str, str]:
+    """The X-Auth-Token header of the broker's admin (from its openrc file)."""
+    env = {}
+    for line in (data_dir / "admin-openrc").read_text(encoding="utf-8").splitlines():
+        if line.startswith("export "):
+            key, _, value = line.removeprefix("export ").partition("=")
+            env[key] = shlex.split(value)[0] if value else ""
+    user = {"name": env["OS_USERNAME"], "domain": {"name": "Default"}}
+    user["password"] = env["OS_PASSWORD"]
+    body = {
+        "auth": {
+            "identity": {"methods": ["password"], "password": {"user": user}},
+            "scope": {"project": {"name": env["OS_PROJECT_NAME"], "domain": {"name": "Default"}}},
+        }
+    }
+    r = httpx.post(f"{url}/identity/v3/auth/tokens", json=body, timeout=60)
+    r.raise_for_status()
+    return {"X-Auth-Token": r.headers["X-Subject-Token"]}
+
+
+def submit(
+    url: str, boots: int, clients: int, headers: dict[str, str]
+) -> tuple[float, float, list[float], int]:
     """POST ``boots`` boots from ``clients`` threads.
 
     :returns: (start time, wall seconds, latencies in seconds, count answered 202)
@@ -112,7 +137,7 @@ def submit(url: str, boots: int, clients: int) -> tuple[float, float, list[float
     barrier = threading.Barrier(clients, action=lambda: started.append(time.perf_counter()))
 
     def run(n: int) -> None:
-        with httpx.Client(base_url=url, timeout=120) as client:
+        with httpx.Client(base_url=url, timeout=120, headers=headers) as client:
             client.get("/")  # connect before the clock starts
             barrier.wait()
             for i in range(n, boots, clients):
@@ -132,10 +157,10 @@ def submit(url: str, boots: int, clients: int) -> tuple[float, float, list[float
     return started[0], wall, [x for per in latencies for x in per], sum(accepted)
 
 
-def wait_until_built(url: str, timeout: float) -> bool:
+def wait_until_built(url: str, timeout: float, headers: dict[str, str]) -> bool:
     """Poll until no server is in BUILD; False on timeout."""
     deadline = time.monotonic() + timeout
-    with httpx.Client(base_url=url, timeout=60) as client:
+    with httpx.Client(base_url=url, timeout=60, headers=headers) as client:
         while time.monotonic() < deadline:
             r = client.get(f"{COMPUTE}/servers", params={"status": "BUILD", "limit": 1})
             r.raise_for_status()
@@ -145,10 +170,10 @@ def wait_until_built(url: str, timeout: float) -> bool:
     return False
 
 
-def count_statuses(url: str) -> Counter[str]:
+def count_statuses(url: str, headers: dict[str, str]) -> Counter[str]:
     statuses: Counter[str] = Counter()
     marker: str | None = None
-    with httpx.Client(base_url=url, timeout=60) as client:
+    with httpx.Client(base_url=url, timeout=60, headers=headers) as client:
         while True:
             params: dict[str, Any] = {"limit": 1000}
             if marker:
@@ -183,10 +208,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="federator-bench-") as tmp:
         proc, url = start_broker(Path(tmp), args.hosts, args.workers)
         try:
-            start, wall, latencies, accepted = submit(url, args.boots, args.clients)
-            built = wait_until_built(url, args.timeout)
+            headers = admin_token(url, Path(tmp) / "data")
+            start, wall, latencies, accepted = submit(url, args.boots, args.clients, headers)
+            built = wait_until_built(url, args.timeout, headers)
             all_active_s = time.perf_counter() - start
-            statuses = count_statuses(url)
+            statuses = count_statuses(url, headers)
         finally:
             proc.send_signal(signal.SIGTERM)
             exit_code = proc.wait(60)

@@ -1,7 +1,8 @@
 """The broker: wires configuration, databases, drivers, policy, workers and monitor.
 
 ``Broker.open`` does every start-up check and fails with a clear error before anything
-runs: schema revisions, driver plugins and their options, and the policy file. On the
+runs: schema revisions, users and projects (creating the embedded default's admin on first
+start), driver plugins and their options, and the policy file. On the
 built-in zone list it first starts the embedded EC2 stand-in (:mod:`federator.embedded`).
 ``start`` resumes work a previous run of this node left unfinished and starts the
 workers and the monitor; ``stop`` drains them, then stops the stand-in.
@@ -22,6 +23,9 @@ from federator.compute.workers import WorkerPool
 from federator.config import Settings
 from federator.driver import Driver, DriverError
 from federator.exception import FederatorError
+from federator.identity.bootstrap import identity_config
+from federator.identity.model import Directory
+from federator.identity.service import IdentityService
 from federator.monitor import jobs
 from federator.monitor.service import Monitor
 from federator.plugins import load_driver
@@ -73,11 +77,13 @@ class Broker:
         dbs: Databases,
         drivers: dict[str, Driver],
         policies: PolicyStore,
+        identity: IdentityService,
         stand_in: embedded.StandIn | None = None,
     ) -> None:
         self.settings = settings
         self.stand_in = stand_in
         self.dbs = dbs
+        self.identity = identity
         self.drivers = drivers
         self.policies = policies
         self.hosts = HostCache(dbs.api)
@@ -121,6 +127,8 @@ class Broker:
         drivers: dict[str, Driver] = {}
         try:
             dbs.check(initialise_empty=initialise_empty)
+            directory = Directory.from_config(identity_config(settings))
+            identity = IdentityService.from_settings(settings, dbs.api, directory)
             flavors = [f.name for f in settings.flavors]
             images = {i.id: i.name for i in settings.images}
             for zone in settings.zones:
@@ -134,7 +142,7 @@ class Broker:
                 settings.node_id,
             )
             policies.load()
-            broker = cls(settings, dbs, drivers, policies, stand_in)
+            broker = cls(settings, dbs, drivers, policies, identity, stand_in)
             sync_zones(dbs.api, settings)
             for zone in settings.zones:
                 record = jobs.JobRecord(name=f"load:{zone.name}")

@@ -105,6 +105,66 @@ class MonitorConfig(_Strict):
     vanish_grace_seconds: float = Field(default=60.0, ge=0)
 
 
+RoleName = Literal["admin", "member"]
+IdentityRef = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+
+class ProjectConfig(_Strict):
+    """A project (tenant). Its id is what servers record and policy rules match on; it
+    defaults to the name."""
+
+    name: Name
+    id: IdentityRef | None = None
+
+    @property
+    def project_id(self) -> str:
+        return self.id or self.name
+
+
+class UserConfig(_Strict):
+    """A user, member of exactly one project. ``password_hash`` is an argon2 hash, as
+    printed by ``federator identity hash-password``; the password itself is never stored."""
+
+    name: Name
+    id: IdentityRef | None = None
+    password_hash: Annotated[str, Field(pattern=r"^\$argon2(id|i|d)\$")]
+    project: Name
+    roles: Annotated[tuple[RoleName, ...], Field(min_length=1)] = ("member",)
+    domain: Literal["Default"] = "Default"
+
+    @property
+    def user_id(self) -> str:
+        return self.id or self.name
+
+
+class IdentityConfig(_Strict):
+    """Who may call the API. With no users the broker creates an ``admin`` user in project
+    ``admin`` on first start (see :mod:`federator.identity.bootstrap`)."""
+
+    token_ttl_seconds: int = Field(default=3600, ge=1, le=7 * 86400)
+    # How long one process trusts a token it has validated before reading it again; a
+    # token revoked through another process stops working within this time.
+    token_cache_seconds: float = Field(default=5.0, ge=0, le=300)
+    region: Name = "RegionOne"
+    projects: list[ProjectConfig] = Field(default_factory=list)
+    users: list[UserConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> IdentityConfig:
+        _require_unique("project name", [p.name for p in self.projects])
+        _require_unique("project id", [p.project_id for p in self.projects])
+        _require_unique("user name", [u.name for u in self.users])
+        _require_unique("user id", [u.user_id for u in self.users])
+        known = {p.name for p in self.projects}
+        for u in self.users:
+            if u.project not in known:
+                raise ValueError(
+                    f"user {u.name!r} names project {u.project!r}, which is not in "
+                    "identity.projects"
+                )
+        return self
+
+
 def builtin_zones() -> list[ZoneConfig]:
     """The embedded default's zones (the stand-in still to be completed by
     :func:`federator.embedded.prepare`)."""
@@ -181,6 +241,7 @@ class Settings(BaseSettings):
     zones: list[ZoneConfig] = Field(default_factory=builtin_zones)
     flavors: list[FlavorConfig] = Field(default_factory=_default_flavors)
     images: list[ImageConfig] = Field(default_factory=_default_images)
+    identity: IdentityConfig = Field(default_factory=IdentityConfig)
 
     @field_validator("zones")
     @classmethod

@@ -9,8 +9,11 @@ unfinished tasks, so no accepted request is lost or left in BUILD.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
+import threading
+import time
 from types import FrameType
 
 import uvicorn
@@ -19,6 +22,7 @@ from federator.api.app import asgi_app
 from federator.broker import Broker
 from federator.config import Settings
 from federator.exception import PolicyInvalid
+from federator.identity.bootstrap import listen_url, point_openrc_at
 
 LOG = logging.getLogger("federator.daemon")
 
@@ -77,8 +81,7 @@ def serve(settings: Settings, *, ready_file: str | None = None) -> int:
         len(settings.zones),
         broker.policies.current.policy.version,
     )
-    if ready_file:
-        _announce_when_started(server, ready_file)
+    _announce_when_started(server, settings, ready_file)
     try:
         server.run()
     finally:
@@ -92,11 +95,10 @@ def _note_stop(signum: int, _frame: FrameType | None) -> None:
     LOG.info("received %s", signal.Signals(signum).name)
 
 
-def _announce_when_started(server: uvicorn.Server, path: str) -> None:
-    """Write the bound port to ``path`` once the server accepts connections (for tests and
-    supervisors that start the broker on port 0)."""
-    import threading
-    import time
+def _announce_when_started(server: uvicorn.Server, settings: Settings, path: str | None) -> None:
+    """Once the server accepts connections: point the embedded default's openrc file at the
+    bound address, then write the bound port to ``path`` (for tests and supervisors that
+    start the broker on port 0)."""
 
     def _watch() -> None:
         while not server.started:
@@ -108,10 +110,10 @@ def _announce_when_started(server: uvicorn.Server, path: str) -> None:
         for srv in servers:
             for sock in srv.sockets:
                 port = sock.getsockname()[1]
-        with open(path + ".tmp", "w", encoding="utf-8") as fh:
-            fh.write(str(port))
-        import os
-
-        os.replace(path + ".tmp", path)
+        point_openrc_at(settings.data_dir, listen_url(settings.api.host, port))
+        if path:
+            with open(path + ".tmp", "w", encoding="utf-8") as fh:
+                fh.write(str(port))
+            os.replace(path + ".tmp", path)
 
     threading.Thread(target=_watch, name="ready-file", daemon=True).start()

@@ -26,6 +26,10 @@ INVALID_STATE: Final = "federator.instance.invalid_state"
 PAYLOAD_TOO_LARGE: Final = "federator.request.too_large"
 INTERNAL: Final = "federator.internal"
 
+# Identity: no valid token or credentials (401), or a role that does not allow it (403).
+UNAUTHORIZED: Final = "federator.auth.unauthorized"
+FORBIDDEN: Final = "federator.auth.forbidden"
+
 # Configuration, policy and plugins.
 CONFIG_INVALID: Final = "federator.config.invalid"
 POLICY_INVALID: Final = "federator.policy.invalid"

@@ -71,6 +71,22 @@ class InstanceInvalidState(Conflict):
     template = "cannot {action} instance {uuid} while it is {status}"
 
 
+class Unauthorized(FederatorError):
+    """No valid credentials or token. Messages never say which part was wrong."""
+
+    code = errors.UNAUTHORIZED
+    title = "Unauthorized"
+    template = "{reason}"
+    http_status = 401
+
+
+class Forbidden(FederatorError):
+    code = errors.FORBIDDEN
+    title = "Forbidden"
+    template = "{reason}"
+    http_status = 403
+
+
 # --- configuration, policy, plugins -----------------------------------------------
 
 

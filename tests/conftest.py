@@ -1,5 +1,10 @@
 """Shared fixtures: a real broker (SQLite by default, PostgreSQL on request) served by uvicorn
-on 127.0.0.1, and the switch that turns missing-component skips into failures in CI.
+on 127.0.0.1, its users, and the switch that turns missing-component skips into failures in CI.
+
+Test brokers have an ``admin`` user (role admin, project ``admin``) and a member user per
+test project (``project-a``, ``project-b`` and any ``tenants`` a test names), all with the
+password :data:`PASSWORD`. Their hashes are cheap argon2 ones: verifying one takes
+microseconds, where the production parameters take tens of milliseconds.
 
 ``FEDERATOR_TEST_STRICT=1`` (set by .ci/run) makes ``require()`` fail instead of skip, so a CI
 run can never pass by silently skipping the PostgreSQL (or, later, libvirt) tests.
@@ -13,16 +18,18 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import uvicorn
+from argon2 import PasswordHasher
 
 from federator.api.app import asgi_app
 from federator.broker import Broker
+from federator.compute.service import RequestContext
 from federator.config import STAND_IN_ZONE, Settings, builtin_zones, load_settings
 from federator.embedded import simulated_stand_in
 
@@ -77,6 +84,72 @@ def pg_database_factory() -> Iterator[Callable[[], str]]:
     conn.close()
 
 
+# --- users ------------------------------------------------------------------------------
+
+PASSWORD = "test-password"
+ADMIN = "admin"
+TENANTS = ("project-a", "project-b")
+_CHEAP_HASH = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(PASSWORD)
+# Who calls the compute service directly (no HTTP): the admin of project "admin".
+ADMIN_CONTEXT = RequestContext(project_id=ADMIN, user_id=ADMIN, is_admin=True)
+
+
+def member_of(project: str) -> str:
+    """The name of the member user of a test project."""
+    return f"{project}-member"
+
+
+def identity_section(tenants: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
+    """The [identity] section of a test broker: the admin and one member per project."""
+    projects = [ADMIN, *dict.fromkeys([*TENANTS, *tenants])]
+    users = [{"name": ADMIN, "password_hash": _CHEAP_HASH, "project": ADMIN, "roles": ["admin"]}]
+    users += [
+        {"name": member_of(p), "password_hash": _CHEAP_HASH, "project": p, "roles": ["member"]}
+        for p in projects[1:]
+    ]
+    return {"projects": [{"name": p} for p in projects], "users": users}
+
+
+def read_openrc(path: Path) -> dict[str, str]:
+    """The variables an openrc file exports."""
+    import shlex
+
+    found: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("export "):
+            key, _, value = line.removeprefix("export ").partition("=")
+            found[key] = shlex.split(value)[0] if value else ""
+    return found
+
+
+def issue_token(url: str, user: str, password: str, project: str | None = None) -> str:
+    """A token from the broker at ``url`` (its root) for ``user`` in ``project``."""
+    body: dict[str, Any] = {
+        "auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {
+                    "user": {"name": user, "domain": {"name": "Default"}, "password": password}
+                },
+            }
+        }
+    }
+    if project is not None:
+        body["auth"]["scope"] = {"project": {"name": project, "domain": {"name": "Default"}}}
+    r = httpx.post(f"{url}/identity/v3/auth/tokens", json=body, timeout=30)
+    assert r.status_code == 201, r.text
+    return r.headers["X-Subject-Token"]
+
+
+def admin_headers(url: str, data_dir: Path | None = None) -> dict[str, str]:
+    """``X-Auth-Token`` of the admin of the broker at ``url``: the test admin, or with
+    ``data_dir``, the embedded default's admin from its openrc file."""
+    password = PASSWORD
+    if data_dir is not None and (data_dir / "admin-openrc").exists():
+        password = read_openrc(data_dir / "admin-openrc")["OS_PASSWORD"]
+    return {"X-Auth-Token": issue_token(url, ADMIN, password, ADMIN)}
+
+
 # --- configuration ---------------------------------------------------------------------
 
 
@@ -104,15 +177,21 @@ def make_settings(
     policy: dict[str, Any] | None = None,
     database: dict[str, Any] | None = None,
     embedded: bool = False,
+    tenants: tuple[str, ...] | list[str] = (),
+    users: bool = True,
     **overrides: Any,
 ) -> Settings:
     """Settings for a test broker in ``tmp_path``.
 
     Without ``zones``, the built-in zones: with ``aws-standin`` simulated, unless
     ``embedded`` asks for the real embedded default (an in-process moto EC2 stand-in,
-    which costs about a second per broker).
+    which costs about a second per broker). The test users (see :func:`identity_section`),
+    plus a member of each of ``tenants``; ``users=False`` leaves identity to the embedded
+    default (an admin created on first start, its password in ``data/admin-openrc``).
     """
     data: dict[str, Any] = {"data_dir": tmp_path / "data", "node_id": "test-node"}
+    if users:
+        data["identity"] = identity_section(tenants)
     if zones is not None:
         data["zones"] = zones
     elif not embedded:
@@ -130,13 +209,52 @@ def make_settings(
 
 @dataclass
 class LiveBroker:
+    """A running broker. ``client`` carries a token of the admin user."""
+
     broker: Broker
     url: str
     client: httpx.Client
+    admin_password: str = PASSWORD
+    _members: dict[str, httpx.Client] = field(default_factory=dict)
 
     @property
     def compute(self) -> str:
         return f"{self.url}/compute/v2.1"
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """The admin's ``X-Auth-Token`` header."""
+        return {"X-Auth-Token": self.client.headers["X-Auth-Token"]}
+
+    def token(self, user: str = ADMIN, project: str | None = None) -> str:
+        password = self.admin_password if user == ADMIN else PASSWORD
+        return issue_token(self.url, user, password, project)
+
+    def member(self, project: str) -> httpx.Client:
+        """An HTTP client with a token of the member of ``project`` (a test project)."""
+        if project not in self._members:
+            token = self.token(member_of(project), project)
+            self._members[project] = httpx.Client(timeout=30, headers={"X-Auth-Token": token})
+        return self._members[project]
+
+    def os_env(self, user: str = ADMIN, project: str = ADMIN) -> dict[str, str]:
+        """The OS_* variables that make the ``openstack`` and ``federator`` clients act as
+        ``user`` in ``project``."""
+        return {
+            "OS_AUTH_URL": f"{self.url}/identity",
+            "OS_USERNAME": user,
+            "OS_PASSWORD": self.admin_password if user == ADMIN else PASSWORD,
+            "OS_PROJECT_NAME": project,
+            "OS_USER_DOMAIN_NAME": "Default",
+            "OS_PROJECT_DOMAIN_NAME": "Default",
+            "OS_REGION_NAME": "RegionOne",
+            "OS_IDENTITY_API_VERSION": "3",
+            "FEDERATOR_URL": self.url,
+        }
+
+    def close(self) -> None:
+        for c in [self.client, *self._members.values()]:
+            c.close()
 
     def boot(
         self, name: str = "vm", flavor: str = "m1.small", image: str = "cirros", **extra: Any
@@ -199,7 +317,12 @@ def live_broker_factory() -> Iterator[Callable[[Settings], LiveBroker]]:
             time.sleep(0.01)
         port = server.servers[0].sockets[0].getsockname()[1]
         url = f"http://127.0.0.1:{port}"
-        live = LiveBroker(broker, url, httpx.Client(timeout=30))
+        password = PASSWORD
+        if not settings.identity.users:
+            password = read_openrc(settings.data_dir / "admin-openrc")["OS_PASSWORD"]
+        token = issue_token(url, ADMIN, password, ADMIN)
+        client = httpx.Client(timeout=30, headers={"X-Auth-Token": token})
+        live = LiveBroker(broker, url, client, admin_password=password)
         running.append((live, server, thread))
         return live
 
@@ -207,7 +330,7 @@ def live_broker_factory() -> Iterator[Callable[[Settings], LiveBroker]]:
     for live, server, thread in reversed(running):
         server.should_exit = True
         thread.join(10)
-        live.client.close()
+        live.close()
         live.broker.stop()
 
 

@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from starlette.types import ASGIApp
 
 from federator import __version__
 from federator.api import errors
-from federator.api.deps import BROKER_PREFIX, COMPUTE_PREFIX
+from federator.api.deps import BROKER_PREFIX, COMPUTE_PREFIX, get_context, require_admin
 from federator.api.middleware import RequestIdAndLimit
-from federator.api.routes import flavors, monitor, policy, servers, versions, zones
+from federator.api.routes import (
+    flavors,
+    identity,
+    images,
+    monitor,
+    policy,
+    servers,
+    versions,
+    zones,
+)
 from federator.broker import Broker
 
 
 def create_app(broker: Broker) -> FastAPI:
-    """The API for ``broker``. Compute under /compute/v2.1, broker extensions under
-    /federator/v1; the OpenAPI document at /openapi.json."""
+    """The API for ``broker``: identity under /identity, compute under /compute/v2.1, images
+    under /image, broker extensions (admin only) under /federator/v1; the OpenAPI document
+    at /openapi.json.
+
+    Every call needs a valid ``X-Auth-Token`` except version discovery, token issue, the
+    health check and the OpenAPI document.
+    """
     app = FastAPI(
         title="federator",
         version=__version__,
@@ -26,15 +40,17 @@ def create_app(broker: Broker) -> FastAPI:
     )
     app.state.broker = broker
     errors.install(app)
-    compute = APIRouter(prefix=COMPUTE_PREFIX)
+    compute = APIRouter(prefix=COMPUTE_PREFIX, dependencies=[Depends(get_context)])
     compute.include_router(servers.router)
     compute.include_router(flavors.router)
     compute.include_router(zones.az_router)
-    extensions = APIRouter(prefix=BROKER_PREFIX)
+    extensions = APIRouter(prefix=BROKER_PREFIX, dependencies=[Depends(require_admin)])
     extensions.include_router(zones.zone_router)
     extensions.include_router(policy.router)
     extensions.include_router(monitor.router)
     app.include_router(versions.router)
+    app.include_router(identity.router)
+    app.include_router(images.router)
     app.include_router(compute)
     app.include_router(extensions)
     return app

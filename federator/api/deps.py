@@ -1,4 +1,4 @@
-"""Typed dependencies shared by the routes."""
+"""Typed dependencies shared by the routes: the broker, who is asking, base URLs."""
 
 from __future__ import annotations
 
@@ -8,9 +8,14 @@ from fastapi import Depends, Request
 
 from federator.broker import Broker
 from federator.compute.service import RequestContext
+from federator.exception import Forbidden
+from federator.identity.model import TokenInfo
 
 COMPUTE_PREFIX = "/compute/v2.1"
 BROKER_PREFIX = "/federator/v1"
+IDENTITY_PREFIX = "/identity"
+IMAGE_PREFIX = "/image"
+AUTH_HEADER = "x-auth-token"
 
 
 def get_broker(request: Request) -> Broker:
@@ -18,22 +23,38 @@ def get_broker(request: Request) -> Broker:
     return broker
 
 
-def get_context(request: Request) -> RequestContext:
-    """Who is asking. Until identity lands the broker trusts these headers; bind it to
-    127.0.0.1 (the default) or put it behind a proxy that sets them."""
-    h = request.headers
-    roles = {r.strip() for r in h.get("x-roles", "admin").split(",") if r.strip()}
+def get_token(request: Request, broker: Annotated[Broker, Depends(get_broker)]) -> TokenInfo:
+    """The caller's valid token (``X-Auth-Token``).
+
+    :raises Unauthorized: none given, or unknown, expired or revoked.
+    """
+    return broker.identity.validate(request.headers.get(AUTH_HEADER))
+
+
+def get_context(token: Annotated[TokenInfo, Depends(get_token)]) -> RequestContext:
+    """Who is asking, as the compute layer needs it."""
     return RequestContext(
-        project_id=h.get("x-project-id", "default"),
-        user_id=h.get("x-user-id", "default"),
-        is_admin="admin" in roles,
+        project_id=token.project.id, user_id=token.user.id, is_admin=token.is_admin
     )
 
 
+def require_admin(rc: Annotated[RequestContext, Depends(get_context)]) -> RequestContext:
+    """:raises Forbidden: the caller's token does not carry the admin role."""
+    if not rc.is_admin:
+        raise Forbidden(reason="this call needs the admin role")
+    return rc
+
+
+def root_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
 def base_url(request: Request) -> str:
-    return str(request.base_url).rstrip("/") + COMPUTE_PREFIX
+    return root_url(request) + COMPUTE_PREFIX
 
 
 BrokerDep = Annotated[Broker, Depends(get_broker)]
+TokenDep = Annotated[TokenInfo, Depends(get_token)]
 ContextDep = Annotated[RequestContext, Depends(get_context)]
 BaseUrlDep = Annotated[str, Depends(base_url)]
+RootUrlDep = Annotated[str, Depends(root_url)]

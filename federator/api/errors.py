@@ -2,7 +2,9 @@
 
 Every error body is JSON: ``{status, code, title, message, request_id}`` plus ``problems``
 for validation errors, and the Nova-style wrapper key (``badRequest``, ``itemNotFound``, ...)
-so OpenStack clients print the same message. Never a stack trace.
+so OpenStack clients print the same message; under /identity, and on every 401, Keystone's
+``error`` key too. A 401 names the identity endpoint in ``WWW-Authenticate``, as Keystone's
+middleware does. Never a stack trace.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from federator import errors
+from federator.api.deps import IDENTITY_PREFIX
 from federator.exception import BadRequest, FederatorError, PolicyInvalid
 
 LOG = logging.getLogger(__name__)
@@ -34,6 +37,7 @@ _NOVA_KEYS = {
 }
 _TITLES = {
     400: "Bad request",
+    401: "Unauthorized",
     404: "Not found",
     405: "Method not allowed",
     413: "Request too large",
@@ -53,6 +57,7 @@ def error_response(
     message: str,
     problems: list[dict[str, Any]] | None = None,
 ) -> JSONResponse:
+    root = str(request.base_url).rstrip("/")
     body: dict[str, Any] = {
         "status": status,
         "code": code,
@@ -65,7 +70,12 @@ def error_response(
     nova_key = _NOVA_KEYS.get(status)
     if nova_key:
         body[nova_key] = {"code": status, "message": message}
-    return JSONResponse(body, status_code=status)
+    headers: dict[str, str] = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = f'Keystone uri="{root}{IDENTITY_PREFIX}"'
+    if status == 401 or request.url.path.startswith(IDENTITY_PREFIX):
+        body["error"] = {"code": status, "title": title, "message": message}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _field(loc: tuple[Any, ...]) -> str:

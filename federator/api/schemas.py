@@ -106,3 +106,56 @@ class ExplainBody(_Body):
     project_id: str = "default"
     availability_zone: str | None = None
     max_hosts: int | None = Field(default=None, ge=0)
+
+
+# --- identity (Keystone v3 shapes) ----------------------------------------------------
+
+
+class _Keystone(BaseModel):
+    # Clients add fields the broker has no use for; Keystone ignores them too.
+    model_config = ConfigDict(extra="ignore")
+
+
+IdentityName = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+
+
+class DomainRefBody(_Keystone):
+    id: IdentityName | None = None
+    name: IdentityName | None = None
+
+
+class PasswordUser(_Keystone):
+    id: IdentityName | None = None
+    name: IdentityName | None = None
+    domain: DomainRefBody | None = None
+    password: Annotated[str, StringConstraints(max_length=4096)]
+
+
+class PasswordMethod(_Keystone):
+    user: PasswordUser
+
+
+class AuthIdentity(_Keystone):
+    methods: list[str] = Field(min_length=1)
+    password: PasswordMethod | None = None
+
+
+class ProjectScope(_Keystone):
+    id: IdentityName | None = None
+    name: IdentityName | None = None
+    domain: DomainRefBody | None = None
+
+
+class AuthScope(_Keystone):
+    project: ProjectScope | None = None
+    domain: dict[str, Any] | None = None
+    system: dict[str, Any] | None = None
+
+
+class Auth(_Keystone):
+    identity: AuthIdentity
+    scope: AuthScope | Literal["unscoped"] | None = None
+
+
+class AuthBody(_Keystone):
+    auth: Auth

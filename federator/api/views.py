@@ -1,4 +1,5 @@
-"""Response shapes: broker objects rendered as OpenStack Compute v2.1 JSON.
+"""Response shapes: broker objects rendered as OpenStack Compute v2.1 JSON, and the
+Keystone v3 and Glance v2 documents the OpenStack clients need.
 
 Broker-specific fields use the ``federator:`` prefix, as Nova extensions use ``OS-EXT-...``.
 """
@@ -10,7 +11,8 @@ from datetime import datetime
 from typing import Any
 
 from federator.compute.records import ServerView
-from federator.config import FlavorConfig
+from federator.config import FlavorConfig, ImageConfig
+from federator.identity.model import DOMAIN_ID, DOMAIN_NAME, TokenInfo
 
 _VM_STATE = {
     "BUILD": "building",
@@ -112,3 +114,97 @@ def flavor_view(f: FlavorConfig, base: str, detail: bool) -> dict[str, Any]:
             }
         )
     return body
+
+
+# --- identity (Keystone v3) and image (Glance v2) ---------------------------------------
+
+KEYSTONE_VERSION = "v3.14"
+GLANCE_VERSION = "v2.9"
+_INTERFACES = ("public", "internal", "admin")
+# type, Keystone's usual service name, path under the broker's root
+_CATALOG = (
+    ("identity", "keystone", "/identity"),
+    ("compute", "nova", "/compute/v2.1"),
+    ("image", "glance", "/image"),
+)
+
+
+def keystone_iso(ts: datetime) -> str:
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def identity_version(root: str) -> dict[str, Any]:
+    return {
+        "id": KEYSTONE_VERSION,
+        "status": "stable",
+        "updated": "2020-04-07T00:00:00Z",
+        "links": [{"rel": "self", "href": f"{root}/identity/v3/"}],
+        "media-types": [
+            {"base": "application/json", "type": "application/vnd.openstack.identity-v3+json"}
+        ],
+    }
+
+
+def catalog(root: str, region: str) -> list[dict[str, Any]]:
+    """Every service under the broker's own root URL, one endpoint per interface."""
+    return [
+        {
+            "type": kind,
+            "name": name,
+            "id": kind,
+            "endpoints": [
+                {
+                    "id": f"{kind}-{interface}",
+                    "interface": interface,
+                    "region": region,
+                    "region_id": region,
+                    "url": root + path,
+                }
+                for interface in _INTERFACES
+            ],
+        }
+        for kind, name, path in _CATALOG
+    ]
+
+
+def token_view(info: TokenInfo, root: str, region: str) -> dict[str, Any]:
+    domain = {"id": DOMAIN_ID, "name": DOMAIN_NAME}
+    return {
+        "token": {
+            "methods": ["password"],
+            "audit_ids": [info.audit_id],
+            "issued_at": keystone_iso(info.issued_at),
+            "expires_at": keystone_iso(info.expires_at),
+            "user": {
+                "id": info.user.id,
+                "name": info.user.name,
+                "domain": domain,
+                "password_expires_at": None,
+            },
+            "project": {"id": info.project.id, "name": info.project.name, "domain": domain},
+            "is_domain": False,
+            "roles": [{"id": r, "name": r} for r in info.roles],
+            "catalog": catalog(root, region),
+        }
+    }
+
+
+def image_view(image: ImageConfig) -> dict[str, Any]:
+    return {
+        "id": image.id,
+        "name": image.name,
+        "status": "active",
+        "visibility": "public",
+        "protected": False,
+        "os_hidden": False,
+        "container_format": "bare",
+        "disk_format": "qcow2",
+        "min_disk": 0,
+        "min_ram": 0,
+        "tags": [],
+        "self": f"/v2/images/{image.id}",
+        "file": f"/v2/images/{image.id}/file",
+        "schema": "/v2/schemas/image",
+        "created_at": "2026-01-01T00:00:00Z",
+        "updated_at": "2026-01-01T00:00:00Z",
+    }

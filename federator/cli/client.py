@@ -2,14 +2,21 @@
 
 Every failure becomes a :class:`ClientError` whose ``str()`` is one readable line (plus one
 line per problem the broker listed); commands print it and exit non-zero, never a traceback.
+
+The client authenticates like the OpenStack clients: ``OS_AUTH_URL``, ``OS_USERNAME``,
+``OS_PASSWORD``, ``OS_PROJECT_NAME`` (or ``OS_PROJECT_ID``), ``OS_USER_DOMAIN_NAME`` and
+``OS_PROJECT_DOMAIN_NAME``, or the matching ``--os-*`` options of ``federator``. It asks for
+a token on its first call and keeps it for the rest of the process.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Self
 
 import httpx
@@ -25,6 +32,59 @@ DEFAULT_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 5.0
 COMPUTE = "/compute/v2.1"
 BROKER = "/federator/v1"
+IDENTITY = "/identity"
+AUTH_HINT = (
+    "give credentials: source the broker's admin-openrc (in its data directory), or set "
+    "OS_USERNAME, OS_PASSWORD and OS_PROJECT_NAME (or pass --os-username, --os-password and "
+    "--os-project-name to federator)"
+)
+# Tokens this process obtained, by (auth URL, user, password digest, project, domains).
+_TOKENS: dict[tuple[str, ...], str] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What the client authenticates with; ``auth_url`` defaults to the broker's /identity."""
+
+    auth_url: str | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    project_name: str | None = None
+    project_id: str | None = None
+    user_domain_name: str = "Default"
+    project_domain_name: str = "Default"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Credentials:
+        env = os.environ if env is None else env
+        return cls(
+            auth_url=env.get("OS_AUTH_URL") or None,
+            username=env.get("OS_USERNAME") or None,
+            password=env.get("OS_PASSWORD") or None,
+            project_name=env.get("OS_PROJECT_NAME") or None,
+            project_id=env.get("OS_PROJECT_ID") or None,
+            user_domain_name=env.get("OS_USER_DOMAIN_NAME") or "Default",
+            project_domain_name=env.get("OS_PROJECT_DOMAIN_NAME") or "Default",
+        )
+
+    @property
+    def usable(self) -> bool:
+        return bool(self.username and self.password)
+
+    def auth_body(self) -> dict[str, Any]:
+        user = {
+            "name": self.username,
+            "domain": {"name": self.user_domain_name},
+            "password": self.password,
+        }
+        auth: dict[str, Any] = {"identity": {"methods": ["password"], "password": {"user": user}}}
+        if self.project_id:
+            auth["scope"] = {"project": {"id": self.project_id}}
+        elif self.project_name:
+            auth["scope"] = {
+                "project": {"name": self.project_name, "domain": {"name": self.project_domain_name}}
+            }
+        return {"auth": auth}
 
 
 class ClientError(Exception):
@@ -54,6 +114,7 @@ class ApiError(ClientError):
         *,
         problems: list[dict[str, Any]] | None = None,
         request_id: str = "",
+        hint: str = "",
     ) -> None:
         self.status = status
         self.code = code
@@ -61,17 +122,21 @@ class ApiError(ClientError):
         self.request_id = request_id
         head = f"HTTP {status} {code}: {message}" if code else f"HTTP {status}: {message}"
         lines = [head, *(f"  {_problem_line(p)}" for p in self.problems)]
+        if hint:
+            lines.append(hint)
         super().__init__("\n".join(lines))
 
     @classmethod
-    def from_response(cls, response: httpx.Response) -> ApiError:
+    def from_response(cls, response: httpx.Response, hint: str = "") -> ApiError:
         try:
             body = response.json()
         except ValueError:
             body = None
         if not isinstance(body, dict):
             text = " ".join(response.text.split())[:200]
-            return cls(response.status_code, "", text or response.reason_phrase or "error")
+            return cls(
+                response.status_code, "", text or response.reason_phrase or "error", hint=hint
+            )
         problems = body.get("problems")
         return cls(
             response.status_code,
@@ -81,6 +146,7 @@ class ApiError(ClientError):
             if isinstance(problems, list)
             else None,
             request_id=str(body.get("request_id") or ""),
+            hint=hint,
         )
 
 
@@ -92,15 +158,22 @@ def _problem_line(problem: Mapping[str, Any]) -> str:
 
 
 def resolve_url(url: str | None) -> str:
-    """``url``, else ``$FEDERATOR_URL``, else the default, without a trailing slash."""
-    chosen = url or os.environ.get(URL_ENV) or DEFAULT_URL
-    return chosen.rstrip("/")
+    """``url``, else ``$FEDERATOR_URL``, else the root of ``$OS_AUTH_URL`` when that is a
+    broker's /identity, else the default; without a trailing slash."""
+    chosen = url or os.environ.get(URL_ENV)
+    if not chosen:
+        auth = (os.environ.get("OS_AUTH_URL") or "").rstrip("/").removesuffix("/v3")
+        if auth.endswith(IDENTITY):
+            chosen = auth.removesuffix(IDENTITY)
+    return (chosen or DEFAULT_URL).rstrip("/")
 
 
 class Client:
     """Synchronous JSON calls against one broker.
 
     :param url: the broker's root URL (``http://host:port``); see :func:`resolve_url`.
+    :param credentials: who to authenticate as; without a user and password no token is
+        sent (and the broker answers 401).
     :param timeout: seconds to wait for any single answer.
     :param transport: an httpx transport, for tests.
     """
@@ -109,10 +182,13 @@ class Client:
         self,
         url: str | None = None,
         *,
+        credentials: Credentials | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = resolve_url(url)
+        self.credentials = credentials or Credentials()
+        self.auth_url = (self.credentials.auth_url or self.url + IDENTITY).rstrip("/")
         self.timeout = timeout
         try:
             self._http = httpx.Client(
@@ -149,8 +225,74 @@ class Client:
         :raises BrokerUnreachable: no HTTP answer arrived.
         :raises ApiError: the answer had a 4xx or 5xx status.
         """
+        token = self._token()
+        response = self._send(method, path, params=params, body=body, token=token)
+        if response.status_code == 401 and token is not None:
+            # A token kept from earlier in the process may have expired: ask once more.
+            token = self._token(fresh=True)
+            response = self._send(method, path, params=params, body=body, token=token)
+        if response.is_error:
+            hint = AUTH_HINT if response.status_code == 401 and token is None else ""
+            raise ApiError.from_response(response, hint)
+        if not response.content:
+            return None
         try:
-            response = self._http.request(method, path, params=params, json=body)
+            return response.json()
+        except ValueError:
+            raise ClientError(
+                f"the broker at {self.url} answered {method} {path} with a body that is not JSON"
+            ) from None
+
+    def token(self) -> str:
+        """A token for the client's credentials.
+
+        :raises ClientError: there are no credentials, or they were refused.
+        """
+        token = self._token()
+        if token is None:
+            raise ClientError(f"no credentials: {AUTH_HINT}")
+        return token
+
+    def _token(self, *, fresh: bool = False) -> str | None:
+        """A token for the credentials, kept for the process; None without credentials.
+
+        :raises ApiError: the identity service refused the credentials.
+        """
+        c = self.credentials
+        if not c.usable:
+            return None
+        key = (
+            self.auth_url,
+            c.username or "",
+            hashlib.sha256((c.password or "").encode()).hexdigest(),
+            c.user_domain_name,
+            c.project_id or c.project_name or "",
+            c.project_domain_name,
+        )
+        if not fresh and key in _TOKENS:
+            return _TOKENS[key]
+        path = "/auth/tokens" if self.auth_url.endswith("/v3") else "/v3/auth/tokens"
+        response = self._send("POST", self.auth_url + path, body=c.auth_body(), token=None)
+        if response.is_error:
+            raise ApiError.from_response(response, f"(authenticating at {self.auth_url})")
+        token: str = response.headers.get("X-Subject-Token", "")
+        if not token:
+            raise ClientError(f"{self.auth_url} answered without a token (X-Subject-Token)")
+        _TOKENS[key] = token
+        return token
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        body: Any = None,
+        token: str | None,
+    ) -> httpx.Response:
+        headers = {"X-Auth-Token": token} if token else None
+        try:
+            return self._http.request(method, path, params=params, json=body, headers=headers)
         except httpx.TimeoutException:
             raise BrokerUnreachable(
                 f"cannot reach the broker at {self.url}: no answer within {self.timeout:g}s"
@@ -160,16 +302,6 @@ class Client:
         except httpx.TransportError as exc:
             raise BrokerUnreachable(
                 f"cannot reach the broker at {self.url}: {_reason(exc)}"
-            ) from None
-        if response.is_error:
-            raise ApiError.from_response(response)
-        if not response.content:
-            return None
-        try:
-            return response.json()
-        except ValueError:
-            raise ClientError(
-                f"the broker at {self.url} answered {method} {path} with a body that is not JSON"
             ) from None
 
     def get(self, path: str, params: Mapping[str, str | int] | None = None) -> Any:
@@ -262,12 +394,26 @@ TimeoutOpt = Annotated[
 ]
 
 
+_given: list[Credentials] = []
+
+
+def use_credentials(credentials: Credentials) -> None:
+    """Set the credentials of this ``federator`` run (its ``--os-*`` options, which default
+    to the ``OS_*`` variables); the command line does it before every command."""
+    _given[:] = [credentials]
+
+
+def current_credentials() -> Credentials:
+    """The credentials set by :func:`use_credentials`, else the ``OS_*`` variables."""
+    return _given[0] if _given else Credentials.from_env()
+
+
 @contextmanager
 def session(url: str | None, timeout: float = DEFAULT_TIMEOUT) -> Iterator[Client]:
     """A :class:`Client` for one command: closed on exit, and any :class:`ClientError`
     raised inside turned into an error message and exit status 1."""
     try:
-        with Client(url, timeout=timeout) as client:
+        with Client(url, credentials=current_credentials(), timeout=timeout) as client:
             yield client
     except ClientError as exc:
         fail(escape(exc.message))

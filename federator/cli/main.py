@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sys
+from typing import Annotated, Any
 
 import typer
 
-from federator.cli import admin, client_commands, policy_cmd
+from federator.cli import admin, client_commands, identity_cmd, policy_cmd
+from federator.cli.client import Credentials, use_credentials
 
 app = typer.Typer(
     name="federator",
@@ -18,7 +20,51 @@ app = typer.Typer(
 )
 admin.register(app)
 app.add_typer(policy_cmd.app, name="policy")
+app.add_typer(identity_cmd.app, name="identity")
 client_commands.register(app)
+
+
+def _os_option(name: str, help_text: str) -> Any:
+    env = name.upper().replace("-", "_")
+    return typer.Option(f"--{name}", envvar=env, show_envvar=True, help=help_text)
+
+
+@app.callback()
+def credentials(
+    os_auth_url: Annotated[
+        str | None, _os_option("os-auth-url", "Identity endpoint. Default: <url>/identity.")
+    ] = None,
+    os_username: Annotated[str | None, _os_option("os-username", "User name.")] = None,
+    os_password: Annotated[
+        str | None,
+        typer.Option("--os-password", envvar="OS_PASSWORD", help="Password (prefer $OS_PASSWORD)."),
+    ] = None,
+    os_project_name: Annotated[
+        str | None, _os_option("os-project-name", "Project to act in.")
+    ] = None,
+    os_project_id: Annotated[
+        str | None, _os_option("os-project-id", "Project to act in, by id.")
+    ] = None,
+    os_user_domain_name: Annotated[
+        str, _os_option("os-user-domain-name", "The user's domain.")
+    ] = "Default",
+    os_project_domain_name: Annotated[
+        str, _os_option("os-project-domain-name", "The project's domain.")
+    ] = "Default",
+) -> None:
+    """Client commands authenticate with the OS_* variables (source the broker's
+    admin-openrc) or these options."""
+    use_credentials(
+        Credentials(
+            auth_url=os_auth_url,
+            username=os_username,
+            password=os_password,
+            project_name=os_project_name,
+            project_id=os_project_id,
+            user_domain_name=os_user_domain_name,
+            project_domain_name=os_project_domain_name,
+        )
+    )
 
 
 def main() -> None:

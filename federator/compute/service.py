@@ -43,11 +43,12 @@ _ACTIONS: dict[str, tuple[frozenset[str], str]] = {
 
 @dataclass(frozen=True, slots=True)
 class RequestContext:
-    """Who is asking. Until identity is in place the API trusts its caller's headers."""
+    """Who is asking, from their validated token. A non-admin sees and acts on its own
+    project's instances only; another project's answer 404, never 403."""
 
-    project_id: str = "default"
-    user_id: str = "default"
-    is_admin: bool = True
+    project_id: str
+    user_id: str
+    is_admin: bool
 
 
 @dataclass(frozen=True, slots=True)

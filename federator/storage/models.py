@@ -3,7 +3,7 @@
 The API database knows *where* things are and what capacity is claimed: zones, hosts,
 allocations, the queue of work, build requests and request specs of instances not yet
 placed, the mapping from every instance to the cell that holds its record, and what the
-monitor found in the zones (``monitor_events``).
+monitor found in the zones (``monitor_events``), and the API tokens issued (``tokens``).
 A cell database holds instance records. cell0 is a cell database like any other; it holds
 the instances that could not be placed, so they can be listed, shown and deleted through
 the ordinary code path (Nova's cells v2 design).
@@ -239,6 +239,23 @@ class MonitorEvent(ApiBase):
     action: Mapped[str] = mapped_column(String(32), default="")
     detail: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Token(ApiBase):
+    """An issued API token. Only the token's SHA-256 is stored: a copy of this table does
+    not let anyone call the API. Expired rows are pruned when tokens are issued."""
+
+    __tablename__ = "tokens"
+
+    token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Names a token in logs and revocations without revealing it (Keystone's audit id).
+    audit_id: Mapped[str] = mapped_column(String(32), unique=True)
+    user_id: Mapped[str] = mapped_column(String(255))
+    project_id: Mapped[str] = mapped_column(String(255))
+    roles: Mapped[list[Any]] = mapped_column(JSON)
+    issued_at: Mapped[datetime] = mapped_column()
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 # --- cell databases -----------------------------------------------------------------

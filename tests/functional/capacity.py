@@ -48,6 +48,7 @@ def boot_concurrently(
     flavor: str = "m1.small",
     image: str = "cirros",
     on_answer: Callable[[Answer], None] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> list[Answer]:
     """POST ``count`` boots from ``clients`` threads, each with its own HTTP client.
 
@@ -58,7 +59,7 @@ def boot_concurrently(
     barrier = threading.Barrier(clients)
 
     def run(first: int) -> None:
-        with httpx.Client(base_url=url, timeout=60) as client:
+        with httpx.Client(base_url=url, timeout=60, headers=headers) as client:
             barrier.wait()
             for i in range(first, count, clients):
                 body = {"server": {"name": f"{name}-{i}", "flavorRef": flavor, "imageRef": image}}

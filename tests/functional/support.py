@@ -57,14 +57,15 @@ def boot_settled(live: LiveBroker, name: str = "vm", **extra: Any) -> dict[str, 
 
 
 def boot_as(live: LiveBroker, project: str, name: str = "vm", **extra: Any) -> dict[str, Any]:
-    """Boot one server for ``project`` (X-Project-Id) and return its settled detail."""
+    """Boot one server as the member of ``project`` and return its settled detail (the
+    broker needs ``project`` among its test tenants: ``make_settings(tenants=...)``)."""
     body = {"server": {"name": name, "flavorRef": "m1.small", "imageRef": "cirros", **extra}}
-    headers = {"X-Project-Id": project}
-    r = live.client.post(f"{live.compute}/servers", json=body, headers=headers)
+    member = live.member(project)
+    r = member.post(f"{live.compute}/servers", json=body)
     assert r.status_code == 202, r.text
     sid = r.json()["server"]["id"]
     live.wait_settled()
-    shown = live.client.get(f"{live.compute}/servers/{sid}", headers=headers)
+    shown = member.get(f"{live.compute}/servers/{sid}")
     assert shown.status_code == 200, shown.text
     server: dict[str, Any] = shown.json()["server"]
     return server

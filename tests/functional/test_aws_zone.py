@@ -190,6 +190,7 @@ def settings(
         tmp_path,
         zones=zone_list,
         policy=doc,
+        tenants=[PROJECT],
         broker_id=BROKER_ID,
         workers={"count": 4, "poll_interval": 0.05, "transient_backoff": 0.01},
         **top,
@@ -201,7 +202,7 @@ def boot(
 ) -> dict[str, Any]:
     """Boot one server for PROJECT, wait until every task has ended, return its detail."""
     body = {"server": {"name": name, "flavorRef": flavor, "imageRef": image}}
-    r = live.client.post(f"{live.compute}/servers", json=body, headers={"X-Project-Id": PROJECT})
+    r = live.member(PROJECT).post(f"{live.compute}/servers", json=body)
     assert r.status_code == 202, r.text
     live.wait_settled()
     return live.server(r.json()["server"]["id"])
@@ -633,11 +634,13 @@ def _cli_json(live: LiveBroker, sid: str) -> list[str]:
         ["policy", "explain", "--flavor", "m1.small", "--image", "cirros", "--json"],
         ["server", "create", "cli-vm", "--flavor", "m1.small", "--image", "cirros", "--json"],
     ):
-        result = runner.invoke(cli, [*args, *url])
+        result = runner.invoke(cli, [*args, *url], env=live.os_env())
         assert result.exit_code == 0, (args, result.output)
         json.loads(result.stdout)
         outputs.append(result.output)
-    missing = runner.invoke(cli, ["server", "show", "no-such-server", *url, "--json"])
+    missing = runner.invoke(
+        cli, ["server", "show", "no-such-server", *url, "--json"], env=live.os_env()
+    )
     assert missing.exit_code != 0
     outputs.append(missing.output)
     drivers = runner.invoke(cli, ["drivers", "--json"])

@@ -19,8 +19,10 @@ runner = CliRunner()
 
 
 def cli(broker: LiveBroker | str, *args: str) -> Result:
-    url = broker if isinstance(broker, str) else broker.url
-    return runner.invoke(app, [*args, "--url", url])
+    """``federator <args> --url ...`` as the broker's admin (no credentials for a bare URL)."""
+    if isinstance(broker, str):
+        return runner.invoke(app, [*args, "--url", broker])
+    return runner.invoke(app, [*args, "--url", broker.url], env=broker.os_env())
 
 
 def ok(broker: LiveBroker | str, *args: str) -> str:

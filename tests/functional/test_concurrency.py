@@ -101,7 +101,7 @@ def test_boot_burst_fills_capacity_exactly(
     live_broker_factory: Callable[[Settings], LiveBroker],
 ) -> None:
     live = live_broker_factory(_settings(tmp_path, backend))
-    answers = boot_concurrently(live.url, 2 * CAPACITY, clients=32)
+    answers = boot_concurrently(live.url, 2 * CAPACITY, clients=32, headers=live.auth_headers)
     assert Counter(a.status for a in answers) == {202: 2 * CAPACITY}
     ids = [a.server_id for a in answers]
     assert len(set(ids)) == 2 * CAPACITY
@@ -137,7 +137,9 @@ def test_deletes_and_boots_racing_on_a_full_cloud_keep_counters_exact(
     live_broker_factory: Callable[[Settings], LiveBroker],
 ) -> None:
     live = live_broker_factory(_settings(tmp_path, backend))
-    first = boot_concurrently(live.url, CAPACITY, clients=32, name="fill")
+    first = boot_concurrently(
+        live.url, CAPACITY, clients=32, name="fill", headers=live.auth_headers
+    )
     live.wait_settled(timeout=30)
     before = check_ledger(live.broker.dbs)
     assert before.statuses() == {"ACTIVE": CAPACITY}, "the fill should use all capacity"
@@ -153,13 +155,13 @@ def test_deletes_and_boots_racing_on_a_full_cloud_keep_counters_exact(
     deleted: list[int] = []
 
     def delete_all() -> None:
-        with httpx.Client(base_url=live.url, timeout=60) as client:
+        with httpx.Client(base_url=live.url, timeout=60, headers=live.auth_headers) as client:
             for uuid in victims:
                 deleted.append(client.delete(f"{COMPUTE}/servers/{uuid}").status_code)
 
     deleter = threading.Thread(target=delete_all)
     deleter.start()
-    second = boot_concurrently(live.url, 80, clients=32, name="race")
+    second = boot_concurrently(live.url, 80, clients=32, name="race", headers=live.auth_headers)
     deleter.join()
     assert deleted == [204] * len(victims)
     assert Counter(a.status for a in second) == {202: 80}

@@ -29,11 +29,11 @@ import pytest
 from sqlalchemy import func, select
 
 from federator.broker import Broker, Databases
-from federator.compute.service import BootRequest, RequestContext
+from federator.compute.service import BootRequest
 from federator.config import Settings, load_settings
 from federator.plugins import load_driver
 from federator.storage.models import Task
-from tests.conftest import make_settings, sim_zone
+from tests.conftest import ADMIN_CONTEXT, admin_headers, make_settings, sim_zone
 from tests.functional.capacity import (
     COMPUTE,
     Answer,
@@ -102,6 +102,7 @@ class Daemon:
 
     proc: subprocess.Popen[bytes]
     url: str
+    headers: dict[str, str]  # the embedded default admin's token
 
     @classmethod
     def start(cls, config: Path, workdir: Path, run: int) -> Daemon:
@@ -122,7 +123,8 @@ class Daemon:
                 proc.kill()
                 raise AssertionError(f"serve did not become ready:\n{_tail(workdir, run)}")
             time.sleep(0.02)
-        return cls(proc, f"http://127.0.0.1:{ready.read_text().strip()}")
+        url = f"http://127.0.0.1:{ready.read_text().strip()}"
+        return cls(proc, url, admin_headers(url, workdir / "data"))
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 40) -> int:
         if self.proc.poll() is None:
@@ -177,12 +179,14 @@ def _burst_then_stop(daemon: Daemon, sig: signal.Signals, finished: int) -> list
     """
     answers: list[Answer] = []
     sender = threading.Thread(
-        target=lambda: answers.extend(boot_concurrently(daemon.url, BOOTS, clients=16)),
+        target=lambda: answers.extend(
+            boot_concurrently(daemon.url, BOOTS, clients=16, headers=daemon.headers)
+        ),
         daemon=True,
     )
     sender.start()
     deadline = time.monotonic() + 30
-    with httpx.Client(timeout=10) as client:
+    with httpx.Client(timeout=10, headers=daemon.headers) as client:
         while _count(client, daemon.url, "ACTIVE") < finished:
             assert time.monotonic() < deadline, "the burst did not progress"
             time.sleep(0.01)
@@ -205,7 +209,7 @@ def _unfinished(settings: Settings) -> tuple[int, int]:
 
 def _wait_no_build(daemon: Daemon, timeout: float = 45) -> dict[str, dict[str, Any]]:
     deadline = time.monotonic() + timeout
-    with httpx.Client(timeout=10) as client:
+    with httpx.Client(timeout=10, headers=daemon.headers) as client:
         while True:
             servers = list_servers(client, daemon.url)
             building = [s["id"] for s in servers.values() if s["status"] == "BUILD"]
@@ -341,7 +345,7 @@ def test_a_build_interrupted_after_any_step_resumes_exactly(
             monkeypatch.setattr(broker.workers.builder, "_map", _crash)
         broker.start(monitor=False)
         [view] = broker.compute.boot(
-            RequestContext(), BootRequest(name="vm", flavor_ref=flavor, image_ref="cirros")
+            ADMIN_CONTEXT, BootRequest(name="vm", flavor_ref=flavor, image_ref="cirros")
         )
         assert died.wait(10), "the build did not reach the crash point"
     finally:
@@ -356,7 +360,7 @@ def test_a_build_interrupted_after_any_step_resumes_exactly(
         while broker.queue.pending():
             assert time.monotonic() < deadline, "the resumed build did not finish"
             time.sleep(0.02)
-        final = broker.compute.get(RequestContext(), view.uuid)
+        final = broker.compute.get(ADMIN_CONTEXT, view.uuid)
         assert final.status == ("ERROR" if step == "buried" else "ACTIVE")
         assert final.cell == ("cell0" if step == "buried" else "cell1")
         ledger = check_ledger(broker.dbs)

@@ -6,14 +6,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from typer.testing import CliRunner
 
 from federator.cli.main import app
 from federator.config import Settings
-from tests.conftest import LiveBroker, make_settings
+from tests.conftest import LiveBroker, admin_headers, make_settings, read_openrc
 from tests.functional.support import FEDERATOR, az, boot_settled, delete_settled
 
 pytestmark = pytest.mark.slow
@@ -64,7 +66,9 @@ def test_bursts_land_in_the_ec2_stand_in(embedded_broker: LiveBroker) -> None:
     assert endpoint.startswith("http://127.0.0.1:")
     local = live.client.get(f"{live.url}/federator/v1/zones/local").json()["zone"]
     assert local["stand_in"] is None
-    printed = CliRunner().invoke(app, ["zone", "show", "aws-standin", "--url", live.url])
+    printed = CliRunner().invoke(
+        app, ["zone", "show", "aws-standin", "--url", live.url], env=live.os_env()
+    )
     assert printed.exit_code == 0, printed.output
     assert f"stand-in endpoint │ {endpoint}" in printed.stdout
 
@@ -89,6 +93,7 @@ class Served:
     proc: subprocess.Popen[bytes]
     url: str
     log: Path
+    headers: dict[str, str] = field(default_factory=dict)
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
@@ -112,7 +117,9 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
             assert proc.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.05)
-        started[-1].url = f"http://127.0.0.1:{int(ready.read_text())}/federator/v1"
+        root = f"http://127.0.0.1:{int(ready.read_text())}"
+        started[-1].url = f"{root}/federator/v1"
+        started[-1].headers = admin_headers(root, tmp_path / "federator-data")
         return started[-1]
 
     yield start
@@ -126,14 +133,40 @@ def test_serve_starts_the_stand_in_and_stops_it_on_sigterm(
     serve: Callable[..., Served], tmp_path: Path
 ) -> None:
     served = serve(str(FEDERATOR))
-    zone = httpx.get(f"{served.url}/zones/aws-standin", timeout=10).json()["zone"]
-    endpoint = zone["stand_in"]["endpoint"]
+    zone = httpx.get(f"{served.url}/zones/aws-standin", headers=served.headers, timeout=10)
+    endpoint = zone.json()["zone"]["stand_in"]["endpoint"]
     port = int(endpoint.rsplit(":", 1)[1])
     socket.create_connection(("127.0.0.1", port), timeout=2).close()
-    assert (tmp_path / "federator-data" / "api.sqlite").exists()
+    data = tmp_path / "federator-data"
+    assert (data / "api.sqlite").exists()
+
+    # The admin created on first start: its openrc names the bound port, both files are
+    # private, and the password appears in neither the log nor identity.json.
+    openrc = read_openrc(data / "admin-openrc")
+    root = served.url.removesuffix("/federator/v1")
+    assert openrc["OS_AUTH_URL"] == f"{root}/identity"
+    assert openrc["FEDERATOR_URL"] == root
+    assert (openrc["OS_USERNAME"], openrc["OS_PROJECT_NAME"]) == ("admin", "admin")
+    assert openrc["OS_IDENTITY_API_VERSION"] == "3"
+    for name in ("admin-openrc", "identity.json"):
+        assert stat.S_IMODE((data / name).stat().st_mode) == 0o600
+    assert openrc["OS_PASSWORD"] not in (data / "identity.json").read_text()
+    listed = subprocess.run(
+        [FEDERATOR, "server", "list", "--json"],
+        env={**os.environ, **openrc},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == []
+    assert httpx.get(f"{served.url}/zones", timeout=10).status_code == 401
 
     assert served.stop() == 0
     log = served.log.read_text()
+    assert f"its credentials are in {Path('federator-data') / 'admin-openrc'}" in log
+    assert openrc["OS_PASSWORD"] not in log
     assert "zone aws-standin: EC2 stand-in (moto " in log
     assert f"zone aws-standin: EC2 stand-in at {endpoint} stopped" in log
     assert "Traceback" not in log
@@ -145,7 +178,8 @@ def test_serve_without_moto_falls_back_to_a_simulated_zone(
     serve: Callable[..., Served],
 ) -> None:
     served = serve(sys.executable, "-c", BLOCK_MOTO + "from federator.cli.main import main; main()")
-    zone = httpx.get(f"{served.url}/zones/aws-standin", timeout=10).json()["zone"]
+    zone = httpx.get(f"{served.url}/zones/aws-standin", headers=served.headers, timeout=10)
+    zone = zone.json()["zone"]
     assert (zone["driver"], zone["kind"], zone["stand_in"]) == ("sim", "virtual", None)
     assert served.stop() == 0
     log = served.log.read_text()

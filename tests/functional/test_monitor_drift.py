@@ -114,14 +114,18 @@ def test_orphans_are_quarantined_and_listed_by_the_cli(
 
     runner = CliRunner()
     result = runner.invoke(
-        app, ["monitor", "events", "--kind", "orphan", "--json", "--url", live.url]
+        app,
+        ["monitor", "events", "--kind", "orphan", "--json", "--url", live.url],
+        env=live.os_env(),
     )
     assert result.exit_code == 0, result.output
     (event,) = json.loads(result.stdout)["events"]
     assert (event["instance_uuid"], event["action"]) == (STRAY, "quarantine")
     assert "stopped" in event["detail"]
 
-    table = runner.invoke(app, ["monitor", "events", "--zone", "cloud-a", "--url", live.url])
+    table = runner.invoke(
+        app, ["monitor", "events", "--zone", "cloud-a", "--url", live.url], env=live.os_env()
+    )
     assert table.exit_code == 0 and "quarantine" in table.stdout
 
     bad = live.client.get(f"{live.url}{BROKER}/monitor/events?kind=bogus")

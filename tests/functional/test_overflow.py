@@ -162,7 +162,7 @@ def test_spread_and_pack_weighing(tmp_path: Path, live_broker_factory: Factory) 
 def _small_local(tmp_path: Path, policy: dict[str, Any], **cloud_a: Any) -> Settings:
     """A local zone of 2 hosts x 8 GiB: the 75% mark is 12 m1.small, capacity 16."""
     zones = three_zones(local_hosts=2, cloud_a=cloud_a)
-    return make_settings(tmp_path, zones=zones, policy=policy)
+    return make_settings(tmp_path, zones=zones, policy=policy, tenants=["t-pinned", "t-other"])
 
 
 def test_stay_local_tenant_ignores_thresholds_up_to_capacity(

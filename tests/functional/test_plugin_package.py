@@ -16,6 +16,7 @@ import pytest
 from federator.config import ZoneConfig
 from federator.exception import DriverNotFound
 from federator.plugins import load_driver
+from tests.conftest import admin_headers
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -173,8 +174,10 @@ def test_broker_boots_a_vm_through_the_installed_plugin(
             assert proc.poll() is None, proc.communicate()[0]
             assert time.monotonic() < deadline, "broker did not start"
             time.sleep(0.05)
-        base = f"http://127.0.0.1:{ready.read_text()}/compute/v2.1"
-        with httpx.Client(timeout=10) as http:
+        root = f"http://127.0.0.1:{ready.read_text()}"
+        base = f"{root}/compute/v2.1"
+        headers = admin_headers(root, tmp_path / "data")
+        with httpx.Client(timeout=10, headers=headers) as http:
             zones = http.get(f"{base}/os-availability-zone").json()["availabilityZoneInfo"]
             assert {z["zoneName"] for z in zones} == {"local", "edge"}
             r = http.post(

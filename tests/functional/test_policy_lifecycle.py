@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from federator.config import Settings
-from tests.conftest import LiveBroker, make_settings, write_policy
+from tests.conftest import LiveBroker, admin_headers, make_settings, write_policy
 from tests.functional.support import (
     FEDERATOR,
     az,
@@ -248,7 +248,7 @@ def test_sighup_reloads_a_good_policy_and_ignores_a_bad_one(
 ) -> None:
     proc, url, log = daemon
     policy_file = tmp_path / "policy.json"
-    with httpx.Client(timeout=10) as client:
+    with httpx.Client(timeout=10, headers=admin_headers(url, tmp_path / "data")) as client:
         assert _version(client, url) == "hup-1"
 
         write_policy(policy_file, overflow_policy("hup-2"))

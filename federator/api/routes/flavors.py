@@ -8,6 +8,8 @@ from fastapi import APIRouter
 
 from federator.api.deps import BaseUrlDep, BrokerDep
 from federator.api.views import flavor_view
+from federator.broker import Broker
+from federator.config import FlavorConfig
 from federator.exception import NotFound
 
 router = APIRouter(prefix="/flavors", tags=["flavors"])
@@ -27,10 +29,21 @@ def list_flavors_detail(
     return {"flavors": [flavor_view(f, base, detail=True) for f in broker.settings.flavors]}
 
 
-@router.get("/{flavor_id}")
-def show_flavor(flavor_id: str, broker: BrokerDep, base: BaseUrlDep) -> dict[str, Any]:
+def _by_id(broker: Broker, flavor_id: str) -> FlavorConfig:
     # By id only: OpenStack clients look names up by listing after a 404 here.
     for f in broker.settings.flavors:
         if f.id == flavor_id:
-            return {"flavor": flavor_view(f, base, detail=True)}
+            return f
     raise NotFound(kind="flavor", ident=flavor_id)
+
+
+@router.get("/{flavor_id}")
+def show_flavor(flavor_id: str, broker: BrokerDep, base: BaseUrlDep) -> dict[str, Any]:
+    return {"flavor": flavor_view(_by_id(broker, flavor_id), base, detail=True)}
+
+
+@router.get("/{flavor_id}/os-extra_specs")
+def flavor_extra_specs(flavor_id: str, broker: BrokerDep) -> dict[str, Any]:
+    """Always empty: flavors carry no extra specs (``openstack flavor show`` asks)."""
+    _by_id(broker, flavor_id)
+    return {"extra_specs": {}}

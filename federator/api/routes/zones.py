@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from sqlalchemy import case, func, select
 
-from federator.api.deps import BrokerDep
+from federator.api.deps import BrokerDep, require_admin
 from federator.api.views import iso
 from federator.broker import Broker
 from federator.compute.inventory import zone_loads
@@ -38,8 +38,9 @@ def list_azs(broker: BrokerDep) -> dict[str, Any]:
     }
 
 
-@az_router.get("/detail")
+@az_router.get("/detail", dependencies=[Depends(require_admin)])
 def list_azs_detail(broker: BrokerDep) -> dict[str, Any]:
+    """Zones with their hosts: admin only, as in Nova (clients fall back to the list)."""
     with broker.dbs.api.read() as s:
         hosts = list(s.scalars(select(Host).order_by(Host.zone, Host.name)))
     by_zone: dict[str, dict[str, Any]] = {}

@@ -13,13 +13,13 @@ from sqlalchemy.engine import Engine
 
 from drivers.sim.driver import SimDriver
 from federator.broker import Broker
-from federator.compute.service import BootRequest, RequestContext
+from federator.compute.service import BootRequest
 from federator.driver import FlavorSpec, InstanceSpec
 from federator.storage.events import EventView, list_events
 from federator.storage.models import Allocation, Instance, InstanceMapping, Zone
-from tests.conftest import make_settings, sim_zone
+from tests.conftest import ADMIN_CONTEXT, make_settings, sim_zone
 
-ADMIN = RequestContext()
+ADMIN = ADMIN_CONTEXT
 
 
 def open_broker(
