@@ -297,41 +297,54 @@ class _Server(uvicorn.Server):
         pass
 
 
-@pytest.fixture
-def live_broker_factory() -> Iterator[Callable[[Settings], LiveBroker]]:
-    """Start brokers (API + workers + monitor) on 127.0.0.1 with a free port."""
-    running: list[tuple[LiveBroker, _Server, threading.Thread]] = []
+def start_live_broker(
+    settings: Settings, *, monitor: bool = False
+) -> tuple[LiveBroker, Callable[[], None]]:
+    """Start a broker (API + workers, optionally the monitor) on 127.0.0.1 with a free
+    port; returns it with the function that stops it."""
+    broker = Broker.open(settings)
+    broker.start(monitor=monitor)
+    config = uvicorn.Config(
+        asgi_app(broker), host="127.0.0.1", port=0, log_config=None, access_log=False
+    )
+    server = _Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    password = PASSWORD
+    if not settings.identity.users:
+        password = read_openrc(settings.data_dir / "admin-openrc")["OS_PASSWORD"]
+    token = issue_token(url, ADMIN, password, ADMIN)
+    client = httpx.Client(timeout=30, headers={"X-Auth-Token": token})
+    live = LiveBroker(broker, url, client, admin_password=password)
 
-    def start(settings: Settings, *, monitor: bool = False) -> LiveBroker:
-        broker = Broker.open(settings)
-        broker.start(monitor=monitor)
-        config = uvicorn.Config(
-            asgi_app(broker), host="127.0.0.1", port=0, log_config=None, access_log=False
-        )
-        server = _Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        url = f"http://127.0.0.1:{port}"
-        password = PASSWORD
-        if not settings.identity.users:
-            password = read_openrc(settings.data_dir / "admin-openrc")["OS_PASSWORD"]
-        token = issue_token(url, ADMIN, password, ADMIN)
-        client = httpx.Client(timeout=30, headers={"X-Auth-Token": token})
-        live = LiveBroker(broker, url, client, admin_password=password)
-        running.append((live, server, thread))
-        return live
-
-    yield start
-    for live, server, thread in reversed(running):
+    def stop() -> None:
         server.should_exit = True
         thread.join(10)
         live.close()
         live.broker.stop()
+
+    return live, stop
+
+
+@pytest.fixture
+def live_broker_factory() -> Iterator[Callable[[Settings], LiveBroker]]:
+    """Start brokers (API + workers + monitor) on 127.0.0.1 with a free port."""
+    stops: list[Callable[[], None]] = []
+
+    def start(settings: Settings, *, monitor: bool = False) -> LiveBroker:
+        live, stop = start_live_broker(settings, monitor=monitor)
+        stops.append(stop)
+        return live
+
+    yield start
+    for stop in reversed(stops):
+        stop()
 
 
 @pytest.fixture

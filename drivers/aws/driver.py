@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, ClassVar
@@ -54,6 +52,7 @@ from federator.driver import (
     ZoneHealth,
 )
 from federator.exception import ConfigError
+from federator.keyedlocks import KeyedLocks
 
 __all__ = ["AwsDriver", "client_token"]
 
@@ -76,30 +75,6 @@ def client_token(zone: str, uuid: str) -> str:
     present one token with two different launch requests.
     """
     return hashlib.sha256(f"{zone}/{uuid}".encode()).hexdigest()
-
-
-class _KeyedLocks:
-    """One lock per key, dropped when nobody holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._guard = threading.Lock()
-        self._locks: dict[str, tuple[threading.Lock, int]] = {}
-
-    @contextmanager
-    def held(self, key: str) -> Iterator[None]:
-        with self._guard:
-            lock, users = self._locks.get(key, (threading.Lock(), 0))
-            self._locks[key] = (lock, users + 1)
-        try:
-            with lock:
-                yield
-        finally:
-            with self._guard:
-                lock, users = self._locks[key]
-                if users == 1:
-                    del self._locks[key]
-                else:
-                    self._locks[key] = (lock, users - 1)
 
 
 class AwsDriver(Driver):
@@ -125,7 +100,7 @@ class AwsDriver(Driver):
         self.zone_tag = f"{prefix}zone"
         self.project_tag = f"{prefix}project"
         self._images: Mapping[str, str] = MappingProxyType(dict(self.options.image_map))
-        self._locks = _KeyedLocks()
+        self._locks = KeyedLocks()
         guard_credential_logs()
         self._client = make_client(self.options, context.zone)
 

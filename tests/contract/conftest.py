@@ -111,6 +111,46 @@ def _aws_server(tmp: Path) -> Driver:
 FACTORIES.extend([DriverFactory("aws-moto", _aws_moto), DriverFactory("aws-server", _aws_server)])
 
 
+# --- openstack: another broker as the remote cloud, through openstacksdk -----------------
+
+
+def _openstack_broker(tmp: Path) -> Driver:
+    """A child broker (sim hosts) on 127.0.0.1, reached through its Keystone and compute
+    APIs exactly as a real OpenStack cloud would be."""
+    from federator.config import _default_flavors
+    from tests.conftest import make_settings, sim_zone, start_live_broker
+
+    (tmp / "child").mkdir()
+    child = make_settings(
+        tmp / "child",
+        zones=[sim_zone("local", "local", hosts=2, host_ram_mb=16384, host_vcpus=16)],
+        policy={"version": "child-1", "zones": {}},
+        flavors=[
+            *(f.model_dump() for f in _default_flavors()),
+            {"id": "contract", "name": "contract.tiny", "vcpus": 1, "ram_mb": 256, "disk_gb": 1},
+        ],
+        workers={"count": 4, "poll_interval": 0.05},
+    )
+    live, stop = start_live_broker(child)
+    options = {
+        "auth": {
+            "auth_url": f"{live.url}/identity",
+            "username": "admin",
+            "password": live.admin_password,
+            "project_name": "admin",
+        },
+        "wait_timeout": 30,
+        "poll_interval": 0.02,
+    }
+    driver = load_zone("openstack", options, tmp / "zone")
+    stack = ExitStack()
+    stack.callback(stop)
+    return _closing_with(driver, stack)
+
+
+FACTORIES.append(DriverFactory("openstack-broker", _openstack_broker))
+
+
 def installed_with_defaults(name: str) -> DriverFactory:
     """The installed driver ``name`` with its default options."""
     return DriverFactory(name, lambda tmp: load_zone(name, {}, tmp))

@@ -1,0 +1,1 @@
+"""A virtual availability zone backed by a remote OpenStack cloud (or another broker)."""

@@ -1,0 +1,317 @@
+"""The ``openstack`` driver: a virtual availability zone backed by a remote OpenStack cloud.
+
+The remote cloud may be a real OpenStack or another federator broker (a child zone).
+Instances are created through openstacksdk with the broker's instance uuid and broker id
+in server metadata; a create is idempotent because the driver looks the uuid up before it
+creates, so a retry after a timeout finds the server instead of making a second one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar
+
+from drivers.openstack.errors import translated
+from drivers.openstack.options import OpenStackOptions
+from drivers.openstack.states import power_state
+from federator.driver import (
+    Capabilities,
+    CapacityError,
+    Driver,
+    HostInfo,
+    InstanceNotFound,
+    InstanceSpec,
+    PermanentError,
+    PowerState,
+    RemoteInstance,
+    TransientError,
+    ZoneContext,
+    ZoneHealth,
+)
+from federator.exception import ConfigError
+from federator.keyedlocks import KeyedLocks
+
+LOG = logging.getLogger(__name__)
+_SETTLED = {PowerState.ACTIVE, PowerState.SHUTOFF, PowerState.ERROR, PowerState.DELETED}
+
+
+class OpenStackDriver(Driver):
+    options_model: ClassVar[type[OpenStackOptions]] = OpenStackOptions
+    sleep: Callable[[float], None] = staticmethod(time.sleep)
+    clock: Callable[[], float] = staticmethod(time.monotonic)
+
+    def __init__(self, context: ZoneContext) -> None:
+        super().__init__(context)
+        opts = context.options
+        assert isinstance(opts, OpenStackOptions)
+        self.options = opts
+        self._images: dict[str, str] = dict(opts.image_map)
+        self._conn: Any = None
+        # uuid -> remote server id, learned from creates and listings; lookups try it first
+        # (one GET) and fall back to scanning the project's servers.
+        self._ids: dict[str, str] = {}
+        self._creating = KeyedLocks()
+
+    # --- connection ----------------------------------------------------------------
+
+    @property
+    def conn(self) -> Any:
+        """The openstacksdk connection, made on first use (start-up never blocks on it)."""
+        if self._conn is None:
+            import openstack
+
+            o = self.options
+            kwargs: dict[str, Any] = {"api_timeout": o.api_timeout}
+            if o.region_name:
+                kwargs["region_name"] = o.region_name
+            with translated(self.zone):
+                if o.cloud is not None:
+                    self._conn = openstack.connect(cloud=o.cloud, **kwargs)
+                else:
+                    assert o.auth is not None
+                    self._conn = openstack.connection.Connection(
+                        auth={
+                            "auth_url": o.auth.auth_url,
+                            "username": o.auth.username,
+                            "password": o.auth.password.get_secret_value(),
+                            "project_name": o.auth.project_name,
+                            "user_domain_name": o.auth.user_domain_name,
+                            "project_domain_name": o.auth.project_domain_name,
+                        },
+                        auth_type="password",
+                        **kwargs,
+                    )
+        return self._conn
+
+    def _key(self, name: str) -> str:
+        return f"{self.options.metadata_prefix}{name}"
+
+    # --- catalog ---------------------------------------------------------------------
+
+    def validate_catalog(self, flavors: Sequence[str], images: Mapping[str, str]) -> None:
+        """Every broker flavor needs a remote flavor; images may be mapped by id or name
+        (unmapped ones pass through unchanged when the remote cloud shares the catalog,
+        as a child broker does, so only an explicit empty map is checked for flavors)."""
+        fmap = self.options.flavor_map
+        missing = sorted(f for f in flavors if fmap and f not in fmap)
+        if missing:
+            raise ConfigError(
+                reason=f"zone {self.zone!r} (driver 'openstack'): flavors without a remote "
+                f"flavor in flavor_map: {', '.join(missing)}"
+            )
+        for image_id, name in images.items():
+            if image_id not in self._images and name in self.options.image_map:
+                self._images[image_id] = self.options.image_map[name]
+
+    def _flavor(self, name: str) -> str:
+        return self.options.flavor_map.get(name, name)
+
+    def _image(self, ref: str) -> str:
+        return self._images.get(ref, ref)
+
+    # --- the contract ----------------------------------------------------------------
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(host_scheduling=False)
+
+    def list_hosts(self) -> Sequence[HostInfo]:
+        return []
+
+    def create(self, spec: InstanceSpec) -> RemoteInstance:
+        with self._creating.held(spec.uuid):
+            return self._create(spec)
+
+    def _create(self, spec: InstanceSpec) -> RemoteInstance:
+        existing = self._find(spec.uuid)
+        if existing is None:
+            metadata = {
+                **{k: v for k, v in spec.metadata.items() if not k.startswith(self._key(""))},
+                self._key("instance-uuid"): spec.uuid,
+                self._key("broker-id"): spec.broker_id,
+                self._key("project"): spec.project_id,
+            }
+            attrs: dict[str, Any] = {
+                "name": spec.name,
+                "flavor_id": self._resolve_flavor(spec.flavor.name),
+                "image_id": self._image(spec.image),
+                "networks": self._networks(),
+                "metadata": metadata,
+            }
+            if self.options.availability_zone:
+                attrs["availability_zone"] = self.options.availability_zone
+            with translated(self.zone, uuid=spec.uuid):
+                existing = self.conn.compute.create_server(**attrs)
+                self._ids[spec.uuid] = str(existing.id)
+                LOG.info("zone %s: created %s for %s", self.zone, existing.id, spec.uuid)
+        server = self._wait(existing.id, spec.uuid, PowerState.ACTIVE)
+        remote = self._remote(server)
+        if remote.state is PowerState.ERROR:
+            fault = (getattr(server, "fault", None) or {}).get("message", "")
+            self.delete(spec.uuid)
+            reason = f"the remote cloud could not build it: {fault or 'status ERROR'}"
+            if re.search(r"no valid host|quota|capacity", fault, re.I):
+                raise CapacityError(self.zone, reason)
+            raise PermanentError(self.zone, reason)
+        return remote
+
+    def delete(self, uuid: str) -> None:
+        server = self._find(uuid)
+        if server is None:
+            return
+        with translated(self.zone, uuid=uuid):
+            self.conn.compute.delete_server(server.id, ignore_missing=True)
+        self._wait_gone(server.id, uuid)
+
+    def get(self, uuid: str) -> RemoteInstance:
+        server = self._find(uuid)
+        if server is None:
+            raise InstanceNotFound(self.zone, f"no instance for {uuid}")
+        return self._remote(server)
+
+    def list_instances(self, batch_size: int = 500) -> Iterator[Sequence[RemoteInstance]]:
+        batch: list[RemoteInstance] = []
+        with translated(self.zone):
+            for server in self.conn.compute.servers(details=True, limit=batch_size):
+                meta = server.metadata or {}
+                if meta.get(self._key("broker-id")) != self.context.broker_id:
+                    continue
+                if self._key("instance-uuid") not in meta:
+                    continue
+                remote = self._remote(server)
+                self._ids[remote.uuid] = remote.remote_id
+                batch.append(remote)
+                if len(batch) >= batch_size:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
+
+    def start(self, uuid: str) -> RemoteInstance:
+        return self._act(uuid, "start")
+
+    def stop(self, uuid: str) -> RemoteInstance:
+        return self._act(uuid, "stop")
+
+    def reboot(self, uuid: str, *, hard: bool = False) -> RemoteInstance:
+        return self._act(uuid, "reboot", hard=hard)
+
+    def health(self) -> ZoneHealth:
+        try:
+            with translated(self.zone):
+                next(iter(self.conn.compute.servers(details=False, limit=1)), None)
+        except Exception as exc:
+            return ZoneHealth(False, getattr(exc, "reason", type(exc).__name__))
+        return ZoneHealth(True, "remote compute API answers")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # --- helpers ---------------------------------------------------------------------
+
+    def _networks(self) -> Any:
+        net = self.options.network
+        return net if net in ("auto", "none") else [{"uuid": net}]
+
+    def _resolve_flavor(self, name: str) -> str:
+        ref = self._flavor(name)
+        with translated(self.zone):
+            flavor = self.conn.compute.find_flavor(ref, ignore_missing=True)
+        if flavor is None:
+            raise PermanentError(self.zone, f"the remote cloud has no flavor {ref!r}")
+        return str(flavor.id)
+
+    def _find(self, uuid: str) -> Any:
+        """The remote server carrying broker uuid ``uuid`` in its metadata, or None."""
+        from openstack.exceptions import NotFoundException
+
+        known = self._ids.get(uuid)
+        with translated(self.zone, uuid=uuid):
+            if known is not None:
+                try:
+                    server = self.conn.compute.get_server(known)
+                except NotFoundException:
+                    server = None
+                if server is not None and self._owns(server, uuid):
+                    return server
+                self._ids.pop(uuid, None)
+            for server in self.conn.compute.servers(details=True):
+                if self._owns(server, uuid):
+                    self._ids[uuid] = str(server.id)
+                    return server
+        return None
+
+    def _owns(self, server: Any, uuid: str) -> bool:
+        return bool((server.metadata or {}).get(self._key("instance-uuid")) == uuid)
+
+    def _wait(self, server_id: str, uuid: str, target: PowerState | None = None) -> Any:
+        """Poll (bounded by ``wait_timeout``) until the server settles: reaches ``target``
+        (or any settled state) with no task in progress, or fails. On timeout the current
+        state is returned and the monitor's sync carries on from there."""
+        deadline = self.clock() + self.options.wait_timeout
+        while True:
+            with translated(self.zone, uuid=uuid):
+                server = self.conn.compute.get_server(server_id)
+            state = power_state(server.status)
+            busy = bool(getattr(server, "task_state", None))
+            done = state is target if target is not None else state in _SETTLED
+            if (done and not busy) or state in (PowerState.ERROR, PowerState.DELETED):
+                return server
+            if self.clock() >= deadline:
+                return server
+            self.sleep(self.options.poll_interval)
+
+    def _wait_gone(self, server_id: str, uuid: str) -> None:
+        """Deletes are asynchronous in Nova: wait (bounded) until the server is gone, so
+        that a deleted instance is never listed or found again."""
+        from openstack.exceptions import NotFoundException
+
+        deadline = self.clock() + self.options.wait_timeout
+        while self.clock() < deadline:
+            try:
+                with translated(self.zone, uuid=uuid):
+                    server = self.conn.compute.get_server(server_id)
+            except InstanceNotFound:
+                break
+            except NotFoundException:
+                break
+            if power_state(server.status) is PowerState.DELETED:
+                break
+            self.sleep(self.options.poll_interval)
+        else:
+            raise TransientError(self.zone, f"{uuid} still exists after the delete was accepted")
+        self._ids.pop(uuid, None)
+
+    def _act(self, uuid: str, action: str, *, hard: bool = False) -> RemoteInstance:
+        server = self._find(uuid)
+        if server is None:
+            raise InstanceNotFound(self.zone, f"no instance for {uuid}")
+        state = power_state(server.status)
+        with translated(self.zone, uuid=uuid):
+            if action == "start" and state is not PowerState.ACTIVE:
+                self.conn.compute.start_server(server.id)
+            elif action == "stop" and state is not PowerState.SHUTOFF:
+                self.conn.compute.stop_server(server.id)
+            elif action == "reboot":
+                self.conn.compute.reboot_server(server.id, "HARD" if hard else "SOFT")
+        target = PowerState.SHUTOFF if action == "stop" else PowerState.ACTIVE
+        return self._remote(self._wait(server.id, uuid, target))
+
+    def _remote(self, server: Any) -> RemoteInstance:
+        meta = server.metadata or {}
+        addresses: dict[str, list[str]] = {}
+        for net, entries in (server.addresses or {}).items():
+            addresses[net] = [e.get("addr", "") for e in entries if isinstance(e, dict)]
+        return RemoteInstance(
+            uuid=meta.get(self._key("instance-uuid"), ""),
+            remote_id=str(server.id),
+            state=power_state(server.status),
+            host=getattr(server, "availability_zone", None) or None,
+            addresses=addresses,
+            launched_at=None,
+            extra={"remote_status": server.status, "remote_name": server.name},
+        )

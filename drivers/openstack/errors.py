@@ -1,0 +1,65 @@
+"""The one place openstacksdk and keystoneauth errors become the broker's taxonomy."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from federator.driver import (
+    AuthError,
+    CapacityError,
+    DriverError,
+    InstanceNotFound,
+    PermanentError,
+    TransientError,
+)
+
+_CAPACITY = re.compile(r"no valid host|quota|over ?limit|insufficient|capacity", re.I)
+
+
+def _status(exc: BaseException) -> int | None:
+    code = getattr(exc, "status_code", None) or getattr(exc, "http_status", None)
+    return int(code) if isinstance(code, int) else None
+
+
+def _message(exc: BaseException) -> str:
+    text = getattr(exc, "details", None) or getattr(exc, "message", None) or str(exc)
+    # Keep the provider's words but never a URL's query string (tokens can travel there).
+    return re.sub(r"\?\S*", "", str(text))[:500]
+
+
+def translate(zone: str, exc: BaseException, *, uuid: str | None = None) -> DriverError:
+    """Map an SDK error onto capacity / transient / auth / not found / permanent."""
+    from keystoneauth1 import exceptions as ks
+
+    status = _status(exc)
+    message = _message(exc)
+    if isinstance(exc, ks.Unauthorized) or status == 401:
+        return AuthError(zone, "the remote cloud rejected the broker's credentials")
+    if isinstance(exc, (ks.ConnectFailure, ks.ConnectTimeout, ks.DiscoveryFailure)):
+        return TransientError(zone, f"cannot reach the remote cloud: {type(exc).__name__}")
+    if isinstance(exc, (ks.RequestTimeout, ks.GatewayTimeout)) or (
+        status is not None and status >= 500
+    ):
+        return TransientError(zone, f"remote cloud error {status or ''}: {message}".strip())
+    if status == 404:
+        return InstanceNotFound(zone, f"no instance for {uuid}" if uuid else message)
+    if status in (403, 413) and _CAPACITY.search(message):
+        return CapacityError(zone, message)
+    if status == 429:
+        return TransientError(zone, f"throttled: {message}")
+    return PermanentError(zone, message)
+
+
+@contextmanager
+def translated(zone: str, *, uuid: str | None = None) -> Iterator[None]:
+    from keystoneauth1.exceptions import ClientException
+    from openstack.exceptions import SDKException
+
+    try:
+        yield
+    except DriverError:
+        raise
+    except (SDKException, ClientException) as exc:
+        raise translate(zone, exc, uuid=uuid) from exc
