@@ -89,6 +89,11 @@ class Zone(ApiBase):
     remote_instances: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     remote_vcpus: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     remote_ram_mb: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # What a child zone (another broker) last reported it can still take, as polled by the
+    # monitor, with this zone's own usage counters at that moment (see
+    # federator.monitor.capabilities). NULL when never reported or not reportable.
+    capabilities: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    capabilities_at: Mapped[datetime | None] = mapped_column(nullable=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
