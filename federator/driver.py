@@ -36,6 +36,7 @@ from federator.exception import FederatorError
 
 __all__ = [
     "AuthError",
+    "AzCapacity",
     "Capabilities",
     "CapacityError",
     "Driver",
@@ -49,6 +50,7 @@ __all__ = [
     "PowerState",
     "RemoteInstance",
     "TransientError",
+    "ZoneCapacity",
     "ZoneContext",
     "ZoneHealth",
 ]
@@ -139,6 +141,36 @@ class ZoneHealth:
     """Result of a health probe: ``ok`` plus a human ``detail`` (never a secret)."""
 
     ok: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AzCapacity:
+    """One availability zone a remote cloud reports, with what more it will take there.
+
+    ``None`` for a figure means the remote cloud sets no bound on it (or cannot tell).
+    """
+
+    name: str
+    available: bool
+    free_ram_mb: int | None = None
+    free_vcpus: int | None = None
+    free_instances: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneCapacity:
+    """What a remote cloud (typically a child broker) says it can still take.
+
+    ``free_*`` figures are for the zone as this broker uses it (after the driver's own
+    choice of remote availability zone, if any); ``None`` means unbounded or unknown, and
+    the broker then sets no ceiling from the report. ``detail`` is one human line.
+    """
+
+    availability_zones: tuple[AzCapacity, ...]
+    free_ram_mb: int | None
+    free_vcpus: int | None
+    free_instances: int | None
     detail: str = ""
 
 
@@ -251,6 +283,17 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     def health(self) -> ZoneHealth:
         """Probe the zone cheaply. Never raises: failures come back as ``ok=False``."""
+
+    def capacity(self) -> ZoneCapacity | None:
+        """What the remote cloud reports it can still take; None when it reports nothing.
+
+        Polled by the monitor for virtual zones; placement then sends the zone no more
+        than it reported room for. Optional: the default reports nothing, and the zone is
+        bounded only by the policy's quota and by the capacity errors ``create`` raises.
+
+        :raises DriverError: the cloud could not be asked.
+        """
+        return None
 
     def validate_catalog(  # noqa: B027 - optional hook, accepts everything by default
         self, flavors: Sequence[str], images: Mapping[str, str]

@@ -35,6 +35,8 @@ CONFIG_INVALID: Final = "federator.config.invalid"
 POLICY_INVALID: Final = "federator.policy.invalid"
 DRIVER_NOT_FOUND: Final = "federator.driver.not_found"
 DATABASE_OUTDATED: Final = "federator.storage.outdated"
+# A database could not be reached while answering a request (503).
+DATABASE_UNAVAILABLE: Final = "federator.storage.unavailable"
 
 # Driver taxonomy (see federator.driver).
 DRIVER_CAPACITY: Final = "federator.driver.capacity"

@@ -170,7 +170,12 @@ def simulated_default_zones() -> list[dict[str, Any]]:
     ]
 
 
-def make_settings(
+def make_settings(tmp_path: Path, **options: Any) -> Settings:
+    """Settings for a test broker in ``tmp_path``; ``options`` as for :func:`settings_data`."""
+    return load_settings(None, **settings_data(tmp_path, **options))
+
+
+def settings_data(
     tmp_path: Path,
     *,
     zones: list[dict[str, Any]] | None = None,
@@ -180,14 +185,15 @@ def make_settings(
     tenants: tuple[str, ...] | list[str] = (),
     users: bool = True,
     **overrides: Any,
-) -> Settings:
-    """Settings for a test broker in ``tmp_path``.
+) -> dict[str, Any]:
+    """The configuration of a test broker in ``tmp_path``, as data.
 
     Without ``zones``, the built-in zones: with ``aws-standin`` simulated, unless
     ``embedded`` asks for the real embedded default (an in-process moto EC2 stand-in,
     which costs about a second per broker). The test users (see :func:`identity_section`),
     plus a member of each of ``tenants``; ``users=False`` leaves identity to the embedded
     default (an admin created on first start, its password in ``data/admin-openrc``).
+    ``overrides`` are further top-level settings.
     """
     data: dict[str, Any] = {"data_dir": tmp_path / "data", "node_id": "test-node"}
     if users:
@@ -201,7 +207,24 @@ def make_settings(
     if database is not None:
         data["database"] = database
     data.update(overrides)
-    return load_settings(None, **data)
+    return data
+
+
+def write_config(path: Path, data: dict[str, Any]) -> Path:
+    """Write ``data`` (as :func:`settings_data` returns it) as a broker's TOML file."""
+    import tomli_w
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items() if v is not None}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    path.write_text(tomli_w.dumps(plain(data)), encoding="utf-8")
+    return path
 
 
 # --- a live broker ---------------------------------------------------------------------

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
+from drivers.openstack.capacity import capacity_from
 from drivers.openstack.errors import translated
 from drivers.openstack.options import OpenStackOptions
 from drivers.openstack.states import power_state
@@ -28,6 +29,7 @@ from federator.driver import (
     PowerState,
     RemoteInstance,
     TransientError,
+    ZoneCapacity,
     ZoneContext,
     ZoneHealth,
 )
@@ -205,6 +207,21 @@ class OpenStackDriver(Driver):
         except Exception as exc:
             return ZoneHealth(False, getattr(exc, "reason", type(exc).__name__))
         return ZoneHealth(True, "remote compute API answers")
+
+    def capacity(self) -> ZoneCapacity | None:
+        """The child's own report when it is a federator broker (its catalog lists a
+        ``federation`` endpoint); None for a cloud that reports nothing."""
+        with translated(self.zone):
+            url = self.conn.endpoint_for("federation")
+            if not url:
+                return None
+            resp = self.conn.session.get(url.rstrip("/") + "/capacity", raise_exc=True)
+        try:
+            return capacity_from(resp.json()["capacity"], self.options.availability_zone)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PermanentError(
+                self.zone, f"the remote capacity report is malformed: {type(exc).__name__}"
+            ) from exc
 
     def close(self) -> None:
         if self._conn is not None:

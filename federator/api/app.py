@@ -10,6 +10,7 @@ from federator.api import errors
 from federator.api.deps import BROKER_PREFIX, COMPUTE_PREFIX, get_context, require_admin
 from federator.api.middleware import RequestIdAndLimit
 from federator.api.routes import (
+    capacity,
     flavors,
     identity,
     images,
@@ -24,7 +25,8 @@ from federator.broker import Broker
 
 def create_app(broker: Broker) -> FastAPI:
     """The API for ``broker``: identity under /identity, compute under /compute/v2.1, images
-    under /image, broker extensions (admin only) under /federator/v1; the OpenAPI document
+    under /image, broker extensions under /federator/v1 (admin only, except the capacity a
+    parent broker polls); the OpenAPI document
     at /openapi.json.
 
     Every call needs a valid ``X-Auth-Token`` except version discovery, token issue, the
@@ -48,11 +50,14 @@ def create_app(broker: Broker) -> FastAPI:
     extensions.include_router(zones.zone_router)
     extensions.include_router(policy.router)
     extensions.include_router(monitor.router)
+    shared = APIRouter(prefix=BROKER_PREFIX, dependencies=[Depends(get_context)])
+    shared.include_router(capacity.router)
     app.include_router(versions.router)
     app.include_router(identity.router)
     app.include_router(images.router)
     app.include_router(compute)
     app.include_router(extensions)
+    app.include_router(shared)
     return app
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -134,6 +135,22 @@ def install(app: FastAPI) -> None:
             message,
             problems,
         )
+
+    @app.exception_handler(sqlalchemy.exc.OperationalError)
+    @app.exception_handler(sqlalchemy.exc.TimeoutError)
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        # The driver's text can hold a DSN; log only the kind of failure, never echo it.
+        LOG.error("request %s: database unavailable: %s", request_id(request), type(exc).__name__)
+        response = error_response(
+            request,
+            503,
+            errors.DATABASE_UNAVAILABLE,
+            "Service unavailable",
+            "the broker's database cannot be reached; retry later"
+            f" (request id {request_id(request)})",
+        )
+        response.headers["Retry-After"] = "5"
+        return response
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

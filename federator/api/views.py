@@ -126,6 +126,8 @@ _CATALOG = (
     ("identity", "keystone", "/identity"),
     ("compute", "nova", "/compute/v2.1"),
     ("image", "glance", "/image"),
+    # The broker's own extensions; a parent broker finds its child's capacity here.
+    ("federation", "federator", "/federator/v1"),
 )
 
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from sqlalchemy import func, select, update
 
 from federator.config import Settings, ZoneConfig
 from federator.driver import HostInfo
-from federator.policy.evaluate import ZoneLoad
+from federator.policy.evaluate import Limits, ZoneLoad
 from federator.scheduler.hoststate import HostRow, HostTable
 from federator.storage.db import Database
 from federator.storage.models import Host, Zone, utcnow
@@ -110,9 +111,28 @@ def zone_loads(db: Database) -> dict[str, ZoneLoad]:
                 vcpus_used=z.vcpus_used,
                 vcpus_total=z.vcpus_total,
                 instances=z.instances,
+                reported=reported_limits(z.capabilities),
             )
             for z in s.scalars(select(Zone))
         }
+
+
+def reported_limits(report: Mapping[str, Any] | None) -> Limits | None:
+    """Ceilings from a child zone's stored report: its free room plus the usage counters
+    this broker had when it asked (see :mod:`federator.monitor.capabilities`).
+
+    Claims made since then count against the room through the usage counters; a figure
+    the child leaves unbounded sets no ceiling.
+    """
+    if not report:
+        return None
+    free, base = report.get("free") or {}, report.get("base") or {}
+
+    def ceiling(key: str) -> int | None:
+        room = free.get(key)
+        return None if room is None else int(base.get(key, 0)) + int(room)
+
+    return Limits(ram_mb=ceiling("ram_mb"), vcpus=ceiling("vcpus"), instances=ceiling("instances"))
 
 
 def _row(h: Host) -> HostRow:

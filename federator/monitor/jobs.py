@@ -11,6 +11,7 @@ from federator.compute.context import ComputeContext
 from federator.compute.inventory import sync_hosts
 from federator.compute.zonestate import record_zone_failure, record_zone_success
 from federator.driver import DriverError
+from federator.monitor.capabilities import poll_capabilities, store_report
 
 LOG = logging.getLogger(__name__)
 
@@ -30,7 +31,8 @@ class JobRecord:
 
 
 def refresh_zone(ctx: ComputeContext, zone: str) -> str:
-    """Probe a zone's health and re-read its hosts; returns a one-line summary.
+    """Probe a zone's health and re-read its hosts, or for a virtual zone what it reports it
+    can still take; returns a one-line summary.
 
     :raises DriverError: the zone could not be asked (counted towards marking it down).
     """
@@ -39,17 +41,23 @@ def refresh_zone(ctx: ComputeContext, zone: str) -> str:
     threshold = ctx.settings.monitor.failures_to_down
     health = driver.health()
     if not health.ok:
+        if not driver.capabilities().host_scheduling:
+            store_report(ctx.api, zone, None)
         down = record_zone_failure(ctx.api, zone, health.detail, threshold=threshold)
         return f"unhealthy ({'down' if down else 'degraded'}): {health.detail}"
     new = 0
-    if driver.capabilities().host_scheduling:
-        try:
+    reported = ""
+    try:
+        if driver.capabilities().host_scheduling:
             new = sync_hosts(ctx.api, zc, driver.list_hosts())
-        except DriverError as exc:
-            record_zone_failure(ctx.api, zone, exc.message, threshold=threshold)
-            raise
+        else:
+            reported = poll_capabilities(ctx.api, zone, driver.capacity)
+    except DriverError as exc:
+        record_zone_failure(ctx.api, zone, exc.message, threshold=threshold)
+        raise
     record_zone_success(ctx.api, zone, health.detail)
-    return f"ok: {health.detail}" + (f"; {new} new host(s)" if new else "")
+    summary = f"ok: {health.detail}" + (f"; {new} new host(s)" if new else "")
+    return summary + (f"; {reported}" if reported else "")
 
 
 def refresh_hosts_cache(ctx: ComputeContext) -> str:

@@ -59,6 +59,9 @@ class ZoneLoad:
     vcpus_used: int
     vcpus_total: int
     instances: int
+    reported: Limits | None = None
+    """Ceilings from what a child zone last reported it can take (its free capacity added
+    to this zone's usage at that moment); None when the zone reports nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,9 +111,9 @@ class Verdict:
     """One decision about one zone.
 
     ``check`` names what decided: ``threshold.ram_percent``, ``hysteresis.ram_percent``,
-    ``quota.instances``, ``rule:<name>``, ``zone.down``, ``explicit_az``,
-    ``overflow.not_target`` for rejections; ``threshold``, ``capacity``, ``quota`` or
-    ``explicit_az`` for accepted zones.
+    ``quota.instances``, ``capacity.reported`` (a child zone reported too little room),
+    ``rule:<name>``, ``zone.down``, ``explicit_az``, ``overflow.not_target`` for rejections;
+    ``threshold``, ``capacity``, ``quota`` or ``explicit_az`` for accepted zones.
     """
 
     zone: str
@@ -481,13 +484,27 @@ def _virtual(
             f"{g.after()} > {g.mark(g.high)}" for g in crossing
         )
         return _Outcome(Verdict(zone, False, f"threshold.{crossing[0].metric}", detail, figures))
+    short = _short_of_reported(load, request, figures)
+    if short:
+        detail = "the zone reported no room for this request: " + ", ".join(short)
+        return _Outcome(Verdict(zone, False, "capacity.reported", detail, figures))
+    reported = load.reported or Limits()
     limits = Limits(
-        ram_mb=_lowest(limits.ram_mb, _ceiling(watched, "ram_percent")),
-        vcpus=_lowest(limits.vcpus, _ceiling(watched, "vcpu_percent")),
-        instances=_lowest(limits.instances, _ceiling(watched, "instances")),
+        ram_mb=_lowest(_lowest(limits.ram_mb, _ceiling(watched, "ram_percent")), reported.ram_mb),
+        vcpus=_lowest(_lowest(limits.vcpus, _ceiling(watched, "vcpu_percent")), reported.vcpus),
+        instances=_lowest(
+            _lowest(limits.instances, _ceiling(watched, "instances")), reported.instances
+        ),
     )
     within = ", ".join(f"{metric} {projected}/{limit}" for metric, projected, limit in usage)
     reason = f"within quota after this request: {within}" if within else "no quota set"
+    if load.reported is not None:
+        room = [
+            f"{k.removeprefix('reported_free_')} {v}"
+            for k, v in figures.items()
+            if k.startswith("reported_free_")
+        ]
+        reason += "; reported free: " + (", ".join(room) if room else "unbounded")
     if explicit:
         reason = f"explicitly requested availability zone; {reason}"
     else:
@@ -495,6 +512,27 @@ def _virtual(
     check = "explicit_az" if explicit else "quota"
     candidate = Candidate(zone, "virtual", limits, False, zone_weighing(policy, zone), reason)
     return _Outcome(Verdict(zone, True, check, reason, figures), candidate)
+
+
+def _short_of_reported(
+    load: ZoneLoad, request: PlacementRequest, figures: dict[str, float | int | str]
+) -> list[str]:
+    """What a child zone's last report leaves too little room for, one phrase per metric."""
+    if load.reported is None:
+        return []
+    short = []
+    for metric, unit, used, wanted, ceiling in (
+        ("ram_mb", " MB RAM", load.ram_used_mb, request.ram_mb, load.reported.ram_mb),
+        ("vcpus", " vCPUs", load.vcpus_used, request.vcpus, load.reported.vcpus),
+        ("instances", " instances", load.instances, 1, load.reported.instances),
+    ):
+        if ceiling is None:
+            continue
+        room = max(0, ceiling - used)
+        figures[f"reported_free_{metric}"] = room
+        if wanted > room:
+            short.append(f"{room}{unit} free, {wanted} needed")
+    return short
 
 
 def _down(zone: str, load: ZoneLoad | None) -> _Outcome:

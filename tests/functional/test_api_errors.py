@@ -86,6 +86,27 @@ def test_bad_boot_is_refused_and_changes_nothing(
     assert len(all_servers(live)) == 1
 
 
+# Nova answers these 400 with a message naming the reference it could not resolve.
+UNRESOLVED: list[tuple[str, dict[str, Any], str]] = [
+    ("flavor", {"flavorRef": "m9.huge"}, "m9.huge"),
+    ("image", {"imageRef": "plan9"}, "plan9"),
+    ("availability-zone", {"availability_zone": "atlantis"}, "atlantis"),
+    ("name-length", {"name": "x" * 256}, "255"),
+]
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"), [c[1:] for c in UNRESOLVED], ids=[c[0] for c in UNRESOLVED]
+)
+def test_refusal_names_what_is_wrong(
+    one_server: LiveBroker, fields: dict[str, Any], named: str
+) -> None:
+    live = one_server
+    r = live.client.post(f"{live.compute}/servers", json={"server": _server(**fields)})
+    error = check_error(r, 400)
+    assert named in error["message"], error["message"]
+
+
 def test_non_json_body(one_server: LiveBroker) -> None:
     live = one_server
     r = live.client.post(
@@ -213,3 +234,33 @@ def test_openapi_document(live_broker: LiveBroker) -> None:
     assert "/compute/v2.1/servers" in doc["paths"]
     assert {"get", "post"} <= set(doc["paths"]["/compute/v2.1/servers"])
     assert "/federator/v1/policy/reload" in doc["paths"]
+
+
+@pytest.mark.postgres
+def test_a_lost_database_answers_503_without_leaking_its_address(
+    tmp_path: Path,
+    live_broker_factory: Factory,
+    pg_database_factory: Callable[[], str],
+) -> None:
+    from tests.conftest import _pg_admin
+
+    cell1 = pg_database_factory()
+    database = {
+        "api_url": pg_database_factory(),
+        "cell0_url": pg_database_factory(),
+        "cells": {"cell1": cell1},
+    }
+    live = live_broker_factory(make_settings(tmp_path, database=database))
+    assert boot_settled(live, "existing")["status"] == "ACTIVE"
+    admin = _pg_admin()
+    assert admin is not None
+    name = cell1.rsplit("/", 1)[1]
+    admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.close()
+    r = live.client.get(f"{live.compute}/servers/detail")
+    error = check_error(r, 503)
+    assert error["code"] == "federator.storage.unavailable"
+    assert r.headers["retry-after"] == "5"
+    assert name not in r.text and "postgresql" not in r.text
+    # The API database still answers: the broker stays up and says which part failed.
+    assert live.client.get(f"{live.compute}/flavors").status_code == 200

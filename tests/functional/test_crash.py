@@ -12,15 +12,11 @@ so a leaked claim would show up as fewer than 80 ACTIVE.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +29,8 @@ from federator.compute.service import BootRequest
 from federator.config import Settings, load_settings
 from federator.plugins import load_driver
 from federator.storage.models import Task
-from tests.conftest import ADMIN_CONTEXT, admin_headers, make_settings, sim_zone
+from tests.conftest import ADMIN_CONTEXT, make_settings, sim_zone
+from tests.daemon import Daemon, tail
 from tests.functional.capacity import (
     COMPUTE,
     Answer,
@@ -87,54 +84,6 @@ host_vcpus = 16
 expose_hosts = false
 boot_delay_ms = {delay}
 """
-
-
-def _federator() -> list[str]:
-    script = Path(sys.executable).with_name("federator")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-c", "from federator.cli.main import main; main()"]
-
-
-@dataclass
-class Daemon:
-    """One run of ``federator serve`` on a free port."""
-
-    proc: subprocess.Popen[bytes]
-    url: str
-    headers: dict[str, str]  # the embedded default admin's token
-
-    @classmethod
-    def start(cls, config: Path, workdir: Path, run: int) -> Daemon:
-        ready = workdir / f"ready-{run}"
-        log = open(workdir / f"serve-{run}.log", "wb")  # noqa: SIM115 - the child owns it
-        proc = subprocess.Popen(
-            [*_federator(), "serve", "--config", str(config), "--port", "0", "--ready-file", ready],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        log.close()
-        deadline = time.monotonic() + 30
-        while not ready.exists():
-            if proc.poll() is not None:
-                raise AssertionError(f"serve exited with {proc.returncode}:\n{_tail(workdir, run)}")
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise AssertionError(f"serve did not become ready:\n{_tail(workdir, run)}")
-            time.sleep(0.02)
-        url = f"http://127.0.0.1:{ready.read_text().strip()}"
-        return cls(proc, url, admin_headers(url, workdir / "data"))
-
-    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 40) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        return self.proc.wait(timeout)
-
-
-def _tail(workdir: Path, run: int, lines: int = 40) -> str:
-    text = (workdir / f"serve-{run}.log").read_text(errors="replace")
-    return "\n".join(text.splitlines()[-lines:])
 
 
 @pytest.fixture
@@ -262,7 +211,7 @@ def test_sigkill_mid_burst_then_restart_loses_and_leaks_nothing(
 
     daemons.append(Daemon.start(config, tmp_path, 2))
     servers = _wait_no_build(daemons[1])
-    assert daemons[1].stop(signal.SIGTERM) == 0, _tail(tmp_path, 2)
+    assert daemons[1].stop(signal.SIGTERM) == 0, tail(daemons[1].log)
     assert _unfinished(settings) == (0, 0)
     _check_settled(settings, accepted, servers)
 
@@ -273,14 +222,14 @@ def test_sigterm_mid_burst_drains_exits_zero_and_restart_settles(
     settings = load_settings(config)
     daemons.append(Daemon.start(config, tmp_path, 1))
     answers = _burst_then_stop(daemons[0], signal.SIGTERM, 30)
-    assert daemons[0].proc.wait(40) == 0, _tail(tmp_path, 1)
+    assert daemons[0].proc.wait(40) == 0, tail(daemons[0].log)
     accepted = {a.server_id for a in answers if a.status == 202 and a.server_id}
     running, _queued = _unfinished(settings)
     assert running == 0, "a graceful stop must finish the tasks it started"
 
     daemons.append(Daemon.start(config, tmp_path, 2))
     servers = _wait_no_build(daemons[1])
-    assert daemons[1].stop(signal.SIGTERM) == 0, _tail(tmp_path, 2)
+    assert daemons[1].stop(signal.SIGTERM) == 0, tail(daemons[1].log)
     assert _unfinished(settings) == (0, 0)
     _check_settled(settings, accepted, servers)
 

@@ -186,9 +186,11 @@ def test_identity_issues_validates_and_revokes_tokens(live: LiveBroker) -> None:
     assert body["methods"] == ["password"]
     assert body["expires_at"] > body["issued_at"]
     catalog = {s["type"]: s for s in body["catalog"]}
-    assert set(catalog) == {"identity", "compute", "image"}
+    assert set(catalog) == {"identity", "compute", "image", "federation"}
     assert {e["url"] for e in catalog["compute"]["endpoints"]} == {f"{root}/compute/v2.1"}
     assert {e["url"] for e in catalog["image"]["endpoints"]} == {f"{root}/image"}
+    # Where a parent broker finds this broker's capacity report.
+    assert {e["url"] for e in catalog["federation"]["endpoints"]} == {f"{root}/federator/v1"}
     assert {e["interface"] for e in catalog["identity"]["endpoints"]} == {
         "public",
         "internal",

@@ -111,6 +111,12 @@ def _zone_body(broker: Broker, z: Zone, host_counts: dict[str, tuple[int, int]])
             if z.remote_instances is not None
             else None
         ),
+        # What a child zone last reported it can still take (see monitor.capabilities).
+        "capabilities": (
+            {**z.capabilities, "reported_at": iso(z.capabilities_at)}
+            if z.capabilities is not None and z.capabilities_at is not None
+            else None
+        ),
         "thresholds": threshold_figures(policy, load),
         "quota": zp.quota.model_dump() if zp is not None and zp.quota is not None else None,
         "overflow": list(zp.overflow) if zp is not None and zp.overflow else [],

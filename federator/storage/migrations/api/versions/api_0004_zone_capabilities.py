@@ -19,9 +19,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("zones", schema=None) as batch_op:
         batch_op.add_column(sa.Column("capabilities", sa.JSON(), nullable=True))
-        batch_op.add_column(
-            sa.Column("capabilities_at", sa.DateTime(timezone=True), nullable=True)
-        )
+        batch_op.add_column(sa.Column("capabilities_at", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
