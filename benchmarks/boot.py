@@ -61,6 +61,9 @@ hosts = {hosts}
 host_ram_mb = 16384
 host_vcpus = 16
 host_disk_gb = 400
+[[zones.aggregates]]
+name = "local"
+hosts = ["*"]
 """
 
 POLICY = {"version": "bench-boot.1", "weighing": "spread", "zones": {}, "rules": []}

@@ -5,10 +5,15 @@ Usage::
     python benchmarks/placement.py [--decisions N] [--seed S] [--sizes 100,1000,10000]
 
 For each zone size it builds one zone with four AZs, mixed host sizes, random
-existing usage and ~3% disabled hosts, then runs three workloads of N decisions
-each on a fresh copy of that zone:
+existing usage, ~3% disabled hosts and host aggregates whose metadata the
+aggregate filters read (see ``AGGREGATES``: ssd hosts, a Windows pool, a
+tenant-isolated pool, a dedicated pool with its own CPU ratio and instance
+limit). The scheduler is built from the default ``[scheduler]`` section, every
+filter enabled, through the same entry points the broker uses. Requests carry
+flavor extra specs, image properties and a project (see ``request``). It runs
+three workloads of N decisions each on a fresh copy of that zone:
 
-* ``plain``: default filters and weighers, ``"spread"``;
+* ``plain``: every filter, default weighers, ``"spread"``;
 * ``pack``: the same with ``"pack"``;
 * ``anti_affinity``: every request belongs to one anti-affinity group whose
   members occupy ~50 hosts (the group moves as members are placed).
@@ -34,7 +39,9 @@ from typing import Any
 
 import numpy as np
 
+from federator.config import SchedulerConfig
 from federator.scheduler import HostRequest, HostRow, HostScheduler, HostTable
+from federator.scheduler.loader import scheduler_from_config
 
 ZONE = "bench"
 AZS = ("az1", "az2", "az3", "az4")
@@ -44,6 +51,23 @@ FLAVORS = ((1, 2048, 20), (2, 4096, 40), (4, 8192, 80), (8, 16384, 160))
 GROUP_HOSTS = 50
 WARMUP = 100
 TARGETS = {"p50_ms_at_10000": 2.0, "p99_ms_at_10000": 5.0}
+# Every host is in a base aggregate without metadata; these add metadata to a share of
+# the hosts, chosen at random (a host may be in several): (share, metadata).
+AGGREGATES: tuple[tuple[float, dict[str, str]], ...] = (
+    (0.30, {"ssd": "true"}),
+    (0.10, {"ssd": "false"}),
+    (0.10, {"os_distro": "windows"}),
+    (0.05, {"filter_tenant_id": "gold,platinum"}),
+    (0.10, {"cpu_allocation_ratio": "1.0", "max_instances_per_host": "12"}),
+)
+MAX_INSTANCES_PER_HOST = 60  # the configured default limit
+PROJECTS = (*(f"p{n:02d}" for n in range(18)), "gold", "platinum")
+IMAGE_PROPERTIES: tuple[dict[str, str], ...] = (
+    {},
+    {"os_distro": "ubuntu"},
+    {"os_distro": "ubuntu"},
+    {"os_distro": "windows"},
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,12 +78,24 @@ class Placement:
     disk_gb: int
 
 
+def host_metadata(rng: random.Random) -> dict[str, frozenset[str]]:
+    """The merged metadata of one host's aggregates, drawn from ``AGGREGATES``."""
+    merged: dict[str, set[str]] = {}
+    for share, metadata in AGGREGATES:
+        if rng.random() < share:
+            for key, value in metadata.items():
+                merged.setdefault(key, set()).add(value)
+    return {k: frozenset(v) for k, v in merged.items()}
+
+
 def make_rows(rng: random.Random, n: int) -> list[HostRow]:
-    """One zone of ``n`` hosts with random sizes, usage and a few disabled hosts."""
+    """One zone of ``n`` hosts with random sizes, usage, aggregate metadata and a few
+    disabled hosts."""
     rows = []
     for i in range(n):
         vcpus, ram, disk = rng.choice(HOST_SIZES)
         used = rng.uniform(0.0, 0.7)
+        metadata = host_metadata(rng)
         rows.append(
             HostRow(
                 id=i,
@@ -74,9 +110,32 @@ def make_rows(rng: random.Random, n: int) -> list[HostRow]:
                 ram_used_mb=int(ram * used),
                 disk_used_gb=int(disk * used * rng.uniform(0.5, 1.0)),
                 instances=int(vcpus * used),
+                metadata=metadata,
             )
         )
     return rows
+
+
+def request(rng: random.Random, scenario: str, group: deque[str]) -> HostRequest:
+    """One boot: a flavor (a quarter of them asking for ssd hosts), an image (most with
+    an ``os_distro``), one of 20 projects."""
+    vcpus, ram, disk = rng.choice(FLAVORS)
+    return HostRequest(
+        zone=ZONE,
+        vcpus=vcpus,
+        ram_mb=ram,
+        disk_gb=disk,
+        weighing="pack" if scenario == "pack" else "spread",
+        anti_affinity_hosts=frozenset(group) if scenario == "anti_affinity" else frozenset(),
+        project_id=rng.choice(PROJECTS),
+        extra_specs={"aggregate_instance_extra_specs:ssd": "true"} if rng.random() < 0.25 else {},
+        image_properties=rng.choice(IMAGE_PROPERTIES),
+    )
+
+
+def make_scheduler() -> HostScheduler:
+    """The scheduler the broker builds from a default ``[scheduler]`` section."""
+    return scheduler_from_config(SchedulerConfig(max_instances_per_host=MAX_INSTANCES_PER_HOST))
 
 
 def adjust(table: HostTable, p: Placement, sign: int) -> None:
@@ -96,22 +155,14 @@ def run(rows: list[HostRow], scenario: str, decisions: int, seed: int) -> dict[s
     """Run one workload on a fresh table; return latency figures in ms."""
     rng = random.Random(seed)
     table = HostTable.from_rows(rows)
-    sched = HostScheduler()
+    sched = make_scheduler()
     names = [r.name for r in rows]
     group: deque[str] = deque(rng.sample(names, min(GROUP_HOSTS, len(names))))
     placed: deque[Placement] = deque()
     timings = np.empty(decisions, dtype=np.int64)
     no_valid_host = 0
     for n in range(WARMUP + decisions):
-        vcpus, ram, disk = rng.choice(FLAVORS)
-        req = HostRequest(
-            zone=ZONE,
-            vcpus=vcpus,
-            ram_mb=ram,
-            disk_gb=disk,
-            weighing="pack" if scenario == "pack" else "spread",
-            anti_affinity_hosts=frozenset(group) if scenario == "anti_affinity" else frozenset(),
-        )
+        req = request(rng, scenario, group)
         start = time.perf_counter_ns()
         chosen = sched.select(table, req)
         elapsed = time.perf_counter_ns() - start
@@ -122,7 +173,7 @@ def run(rows: list[HostRow], scenario: str, decisions: int, seed: int) -> dict[s
             continue
         i = table.index_of(ZONE, chosen[0])
         assert i is not None
-        p = Placement(i, vcpus, ram, disk)
+        p = Placement(i, req.vcpus, req.ram_mb, req.disk_gb)
         adjust(table, p, 1)
         placed.append(p)
         if len(placed) > len(rows):
@@ -164,11 +215,15 @@ def main(argv: list[str] | None = None) -> int:
         r["p50_ms"] <= TARGETS["p50_ms_at_10000"] and r["p99_ms"] <= TARGETS["p99_ms_at_10000"]
         for r in at_10000.values()
     )
+    sched = make_scheduler()
     doc = {
         "benchmark": "placement",
         "decisions": args.decisions,
         "seed": args.seed,
         "timed": "HostScheduler.select only; set_usage applied after each decision",
+        "filters": [f.name for f in sched.filters],
+        "weighers": {w.name: w.multiplier for w in sched.weighers},
+        "aggregates": [{"share": share, "metadata": meta} for share, meta in AGGREGATES],
         "results": results,
         "targets": TARGETS,
         "meets_targets": meets,

@@ -159,7 +159,13 @@ def open_broker(root: Path, endpoint: str, network: dict[str, str], page_size: i
         images=[IMAGE],
         monitor={"list_batch_size": page_size},
         zones=[
-            {"name": "local", "driver": "sim", "kind": "local", "options": {"persist": False}},
+            {
+                "name": "local",
+                "driver": "sim",
+                "kind": "local",
+                "options": {"persist": False},
+                "aggregates": [{"name": "local", "hosts": ["*"]}],
+            },
             {
                 "name": ZONE,
                 "driver": "aws",

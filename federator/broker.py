@@ -2,7 +2,8 @@
 
 ``Broker.open`` does every start-up check and fails with a clear error before anything
 runs: schema revisions, users and projects (creating the embedded default's admin on first
-start), driver plugins and their options, and the policy file. On the
+start), driver plugins and their options, the policy file, and the host scheduler's
+filters and weighers. On the
 built-in zone list it first starts the embedded EC2 stand-in (:mod:`federator.embedded`).
 ``start`` resumes work a previous run of this node left unfinished and starts the
 workers and the monitor; ``stop`` drains them, then stops the stand-in.
@@ -31,7 +32,7 @@ from federator.monitor.service import Monitor
 from federator.plugins import load_driver
 from federator.policy.loader import PolicyContext
 from federator.policy.store import PolicyStore
-from federator.scheduler.scheduler import HostScheduler
+from federator.scheduler.loader import scheduler_from_config
 from federator.storage import migrate
 from federator.storage.db import Database
 
@@ -95,7 +96,7 @@ class Broker:
             drivers=drivers,
             policies=policies,
             hosts=self.hosts,
-            scheduler=HostScheduler(),
+            scheduler=scheduler_from_config(settings.scheduler),
             queue=self.queue,
         )
         self.compute = ComputeService(self.ctx)

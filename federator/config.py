@@ -19,7 +19,16 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -39,10 +48,63 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _printable(value: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+AggregateName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=255, strip_whitespace=True),
+    AfterValidator(_printable),
+]
+# Nova keeps ':' out of availability zone names (it separates zone, host and node in hints);
+# 64 characters, as every column holding an availability zone.
+AZ_NAME_MAX = 64
+AzName = Annotated[
+    str,
+    StringConstraints(
+        min_length=1, max_length=AZ_NAME_MAX, strip_whitespace=True, pattern=r"^[^:]+$"
+    ),
+    AfterValidator(_printable),
+]
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+MetadataValue = Annotated[str, StringConstraints(max_length=255)]
+
+
+class AggregateConfig(_Strict):
+    """A host aggregate of a local zone, kept by the broker.
+
+    At every start the aggregate is created if missing, given ``availability_zone`` (when
+    set) and the ``metadata`` keys listed, and the zone's hosts whose names match a
+    ``hosts`` pattern (``fnmatch``: ``*``, ``?``, ``[...]``) are added to it; a host the
+    driver reports later joins when it first appears. Hosts in no aggregate take no
+    instances, so a local zone without a declared aggregate needs an administrator to add
+    each new host (``federator aggregate-add-host``).
+    """
+
+    name: AggregateName
+    availability_zone: AzName | None = None
+    hosts: list[Annotated[str, StringConstraints(min_length=1)]] = Field(
+        default_factory=lambda: ["*"]
+    )
+    metadata: dict[MetadataKey, MetadataValue] = Field(default_factory=dict)
+
+    @field_validator("metadata")
+    @classmethod
+    def _no_az_key(cls, metadata: dict[str, str]) -> dict[str, str]:
+        if "availability_zone" in metadata:
+            raise ValueError("give the availability zone as availability_zone, not in metadata")
+        return metadata
+
+
 class ZoneConfig(_Strict):
     """A zone: a local hypervisor pool or a virtual AZ backed by a remote cloud.
 
-    Each zone is exposed as one availability zone of the same name.
+    Each zone is exposed as an availability zone of the same name. Hosts of a local zone
+    can be grouped into host aggregates (``aggregates``); an aggregate with an
+    availability zone moves its hosts into that availability zone.
     """
 
     name: Name
@@ -54,19 +116,101 @@ class ZoneConfig(_Strict):
     cpu_allocation_ratio: float = Field(default=4.0, gt=0)
     disk_allocation_ratio: float = Field(default=1.0, gt=0)
     options: dict[str, Any] = Field(default_factory=dict)
+    aggregates: list[AggregateConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _aggregates_local(self) -> ZoneConfig:
+        if self.aggregates and self.kind != "local":
+            raise ValueError(
+                f"zone {self.name!r}: aggregates group the hosts of local zones; "
+                "a virtual zone has none"
+            )
+        return self
 
 
 class FlavorConfig(_Strict):
+    """A flavor. ``extra_specs`` are Nova's flavor extra specs; the host scheduler
+    matches unscoped keys and keys scoped ``aggregate_instance_extra_specs:`` against
+    aggregate metadata (``{ "aggregate_instance_extra_specs:ssd" = "true" }``)."""
+
     id: Annotated[str, Field(min_length=1, max_length=255)]
     name: Name
     vcpus: int = Field(gt=0)
     ram_mb: int = Field(gt=0)
     disk_gb: int = Field(ge=0)
+    extra_specs: dict[MetadataKey, MetadataValue] = Field(default_factory=dict)
 
 
 class ImageConfig(_Strict):
+    """An image. ``properties`` are its Glance properties (``os_distro``); an aggregate
+    whose metadata names a property key takes only images with that value."""
+
     id: Annotated[str, Field(min_length=1, max_length=64)]
     name: Name
+    properties: dict[MetadataKey, MetadataValue] = Field(default_factory=dict)
+
+
+# The host scheduler's filters, by entry-point name (namespace federator.scheduler.filters),
+# in the order they run; see docs/scheduler.md.
+DEFAULT_SCHEDULER_FILTERS = (
+    "enabled",
+    "availability_zone",
+    "ignore_hosts",
+    "aggregate_tenant_isolation",
+    "aggregate_extra_specs",
+    "aggregate_image_properties",
+    "ram",
+    "vcpu",
+    "disk",
+    "host_instance_limit",
+    "aggregate_instance_limit",
+    "anti_affinity",
+    "affinity",
+)
+PluginName = Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True)]
+
+
+class WeigherConfig(_Strict):
+    """One weigher (namespace federator.scheduler.weighers) and how much it counts.
+
+    ``multiplier`` unset: the weigher's default (ram 1.0, vcpu 1.0, instances 0.5); 0
+    turns it off. ``options`` are passed to a plugin weigher's constructor.
+    """
+
+    name: PluginName
+    multiplier: float | None = Field(default=None, allow_inf_nan=False)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+def _default_weighers() -> list[WeigherConfig]:
+    return [WeigherConfig(name=n) for n in ("ram", "vcpu", "instances")]
+
+
+class SchedulerConfig(_Strict):
+    """The host scheduler: which filters run, in which order, and how hosts are weighed.
+
+    Names are entry points; an unknown one stops the broker at start-up. Spread or pack
+    is the policy's choice per zone (``weighing``), not this section's.
+    ``max_instances_per_host`` is the default limit of ``host_instance_limit`` and
+    ``aggregate_instance_limit`` (unset: none). ``filter_options`` gives a filter's
+    constructor keyword arguments, by filter name.
+    """
+
+    filters: list[PluginName] = Field(default_factory=lambda: list(DEFAULT_SCHEDULER_FILTERS))
+    weighers: list[WeigherConfig] = Field(default_factory=_default_weighers)
+    max_instances_per_host: int | None = Field(default=None, ge=1)
+    filter_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SchedulerConfig:
+        _require_unique("scheduler filter", self.filters)
+        _require_unique("scheduler weigher", [w.name for w in self.weighers])
+        for name in self.filter_options:
+            if name not in self.filters:
+                raise ValueError(
+                    f"filter_options names filter {name!r}, which is not in scheduler.filters"
+                )
+        return self
 
 
 class DatabaseConfig(_Strict):
@@ -175,6 +319,7 @@ def builtin_zones() -> list[ZoneConfig]:
             kind="local",
             label="simulated hypervisors",
             options={"hosts": 4, "host_ram_mb": 8192, "host_vcpus": 8, "host_disk_gb": 200},
+            aggregates=[AggregateConfig(name="local", hosts=["*"])],
         ),
         # Completed at start-up by federator.embedded: its endpoint, network and AMIs exist
         # only once the in-process moto server runs (a sim zone when moto is missing).
@@ -242,6 +387,7 @@ class Settings(BaseSettings):
     flavors: list[FlavorConfig] = Field(default_factory=_default_flavors)
     images: list[ImageConfig] = Field(default_factory=_default_images)
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
 
     @field_validator("zones")
     @classmethod
@@ -264,6 +410,36 @@ class Settings(BaseSettings):
         _require_unique("image id", [i.id for i in images])
         _require_unique("image name", [i.name for i in images])
         return images
+
+    @model_validator(mode="after")
+    def _aggregates_consistent(self) -> Settings:
+        kinds = {z.name: z.kind for z in self.zones}
+        names: dict[str, str] = {}
+        az_zone: dict[str, str] = {}
+        for z in self.zones:
+            for a in z.aggregates:
+                key = a.name.casefold()
+                if key in names:
+                    raise ValueError(
+                        f"aggregate {a.name!r} of zone {z.name!r}: zone {names[key]!r} declares "
+                        "an aggregate of that name (names are unique, whatever their case)"
+                    )
+                names[key] = z.name
+                az = a.availability_zone
+                if az is None:
+                    continue
+                if az in kinds and az != z.name:
+                    raise ValueError(
+                        f"aggregate {a.name!r} of zone {z.name!r}: availability zone {az!r} is "
+                        f"the name of {kinds[az]} zone {az!r}"
+                    )
+                if az_zone.setdefault(az, z.name) != z.name:
+                    raise ValueError(
+                        f"aggregate {a.name!r} of zone {z.name!r}: availability zone {az!r} is "
+                        f"already in zone {az_zone[az]!r}; an availability zone lies within one "
+                        "zone"
+                    )
+        return self
 
     @model_validator(mode="after")
     def _cells_known(self) -> Settings:

@@ -64,6 +64,8 @@ class PowerState(enum.StrEnum):
     BUILD = "BUILD"
     ACTIVE = "ACTIVE"
     SHUTOFF = "SHUTOFF"
+    PAUSED = "PAUSED"
+    SUSPENDED = "SUSPENDED"
     REBOOT = "REBOOT"
     ERROR = "ERROR"
     DELETED = "DELETED"
@@ -134,6 +136,10 @@ class Capabilities:
     host_scheduling: bool
     start_stop: bool = True
     reboot: bool = True
+    pause_suspend: bool = False
+    """``pause``/``unpause`` (freeze in memory) and ``suspend``/``resume`` (save to disk)."""
+    cold_migrate: bool = False
+    """``migrate``: move an instance to another host of the zone (host-scheduling drivers)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +285,49 @@ class Driver(abc.ABC):
 
         :raises InstanceNotFound, TransientError, AuthError:
         """
+
+    def migrate(self, uuid: str, host: str) -> RemoteInstance:
+        """Move instance ``uuid`` to ``host`` of this zone, keeping its power state (a cold
+        migration: the broker stops a running instance first). It exists on ``host`` before
+        it leaves its source; on failure it stays on its source as it was. Moving it to the
+        host it is on changes nothing. Only for drivers whose capabilities say
+        ``cold_migrate``.
+
+        :raises InstanceNotFound, TransientError, AuthError:
+        :raises CapacityError: ``host`` lacks room.
+        :raises PermanentError: the driver cannot migrate, or ``host`` is not in the zone.
+        """
+        raise PermanentError(self.zone, "this zone cannot move instances between hosts")
+
+    def pause(self, uuid: str) -> RemoteInstance:
+        """Freeze a running instance in memory; it ends ``PAUSED``. Pausing a paused one is
+        a no-op. Only for drivers whose capabilities say ``pause_suspend``.
+
+        :raises InstanceNotFound, TransientError, AuthError:
+        :raises PermanentError: the driver cannot pause, or not from the current state.
+        """
+        raise PermanentError(self.zone, "this zone cannot pause instances")
+
+    def unpause(self, uuid: str) -> RemoteInstance:
+        """Let a paused instance run again; it ends ``ACTIVE``.
+
+        :raises InstanceNotFound, TransientError, AuthError, PermanentError:
+        """
+        raise PermanentError(self.zone, "this zone cannot unpause instances")
+
+    def suspend(self, uuid: str) -> RemoteInstance:
+        """Save a running instance's memory to disk and stop it; it ends ``SUSPENDED``.
+
+        :raises InstanceNotFound, TransientError, AuthError, PermanentError:
+        """
+        raise PermanentError(self.zone, "this zone cannot suspend instances")
+
+    def resume(self, uuid: str) -> RemoteInstance:
+        """Restore a suspended instance; it ends ``ACTIVE``.
+
+        :raises InstanceNotFound, TransientError, AuthError, PermanentError:
+        """
+        raise PermanentError(self.zone, "this zone cannot resume instances")
 
     @abc.abstractmethod
     def health(self) -> ZoneHealth:

@@ -158,8 +158,13 @@ def write_policy(path: Path, doc: dict[str, Any]) -> Path:
     return path
 
 
-def sim_zone(name: str, kind: str, **options: Any) -> dict[str, Any]:
-    return {"name": name, "driver": "sim", "kind": kind, "options": options}
+def sim_zone(name: str, kind: str, *, aggregate: bool = True, **options: Any) -> dict[str, Any]:
+    """A sim zone. A local one declares an aggregate of its name holding all its hosts, so
+    they take instances from the start; ``aggregate=False`` leaves them in none."""
+    zone: dict[str, Any] = {"name": name, "driver": "sim", "kind": kind, "options": options}
+    if kind == "local" and aggregate:
+        zone["aggregates"] = [{"name": name, "hosts": ["*"]}]
+    return zone
 
 
 def simulated_default_zones() -> list[dict[str, Any]]:

@@ -10,9 +10,13 @@ accounting: RAM and disk are never overcommitted, vCPUs up to :data:`VCPU_RATIO`
 Beyond the contract it offers ``ex_`` operator helpers (Libcloud's convention for
 anything non-portable) so tests can misbehave on purpose:
 
-* :meth:`SimDriver.ex_inject` makes the next creates fail with a chosen error;
+* :meth:`SimDriver.ex_inject` makes the next creates (or relocations) fail with a chosen
+  error;
 * :meth:`SimDriver.ex_vanish` deletes an instance behind the broker's back;
-* :meth:`SimDriver.ex_set_state` changes an instance's state behind the broker's back.
+* :meth:`SimDriver.ex_set_state` changes an instance's state behind the broker's back;
+* :meth:`SimDriver.ex_add_hosts` adds hosts to the zone, as racking new servers would;
+* :meth:`SimDriver.migrate` moves an instance to another host (a cold migration: the
+  broker uses it to drain a host).
 
 Time is injectable: replace :attr:`SimDriver.clock` or :attr:`SimDriver.sleep` on an
 instance (or a subclass) to control ``launched_at`` and the simulated boot delay.
@@ -112,7 +116,8 @@ class SimDriver(Driver):
     # --- the contract ------------------------------------------------------------------
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(host_scheduling=self.options.expose_hosts)
+        hosts = self.options.expose_hosts
+        return Capabilities(host_scheduling=hosts, cold_migrate=hosts)
 
     def list_hosts(self) -> Sequence[HostInfo]:
         """Every host with its size; ``extra`` carries the sim's own usage of it."""
@@ -121,7 +126,7 @@ class SimDriver(Driver):
         with self._translated():
             usage = self._store.usage()
         return [
-            self._host_info(self._host_name(i), usage) for i in range(1, self.options.hosts + 1)
+            self._host_info(self._host_name(i), usage) for i in range(1, self._host_count() + 1)
         ]
 
     def create(self, spec: InstanceSpec) -> RemoteInstance:
@@ -203,7 +208,7 @@ class SimDriver(Driver):
                 count = self._store.count()
         except DriverError as exc:
             return ZoneHealth(ok=False, detail=exc.message)
-        return ZoneHealth(ok=True, detail=f"{self.options.hosts} hosts, {count} instances")
+        return ZoneHealth(ok=True, detail=f"{self._host_count()} hosts, {count} instances")
 
     def close(self) -> None:
         self._store.close()
@@ -211,10 +216,11 @@ class SimDriver(Driver):
     # --- operator helpers, outside the contract ----------------------------------------
 
     def ex_inject(self, kind: InjectKind, count: int = 1) -> None:
-        """Make the next ``count`` creates of new uuids fail with ``kind``.
+        """Make the next ``count`` creates of new uuids (or relocations) fail with ``kind``.
 
         Injected failures are used before ``failure_rate`` is consulted and, like
-        those, leave nothing behind.
+        those, leave nothing behind: a relocation that fails leaves the instance where
+        it was.
         """
         if kind not in _INJECTED_REASONS:
             raise ValueError(f"unknown failure kind {kind!r}")
@@ -233,7 +239,56 @@ class SimDriver(Driver):
         """
         return self._set_state(uuid, state)
 
+    def ex_add_hosts(self, count: int = 1) -> list[str]:
+        """Add ``count`` hosts of the configured size; returns their names.
+
+        The broker sees them at its next look at the zone's hosts. They are kept in the
+        state store, so they survive a restart when ``persist`` is on.
+        """
+        if count < 1:
+            raise ValueError(f"count must be at least 1, not {count}")
+        before = self._host_count()
+        with self._translated():
+            self._store.add_hosts(count)
+        return [self._host_name(i) for i in range(before + 1, before + count + 1)]
+
+    def migrate(self, uuid: str, host: str) -> RemoteInstance:
+        """Move instance ``uuid``, in whatever state it is, to ``host`` (a cold migration).
+
+        The instance is created on ``host`` before it is removed from its source, in one
+        transaction of the state store: at every moment it exists on exactly one host, and
+        a failure (an injected one included) leaves it on the source, as it was. Moving
+        it to the host it is on changes nothing.
+
+        :raises InstanceNotFound: no such instance.
+        :raises PermanentError: ``host`` is not a host of this zone, or the zone does not
+            expose hosts.
+        :raises CapacityError: ``host`` lacks room for the instance.
+        """
+        with self._translated():
+            if not self.options.expose_hosts:
+                raise SimError("permanent", "this zone does not expose hosts")
+            row = self._require(uuid)
+            if row.host == host:
+                return self._to_remote(row)
+            self._maybe_fail(uuid, "relocating")
+            with self._store.atomic():
+                row = self._require(uuid)
+                if self._host_index(host) is None:
+                    raise SimError("permanent", f"unknown host {host!r}")
+                flavor = FlavorSpec(row.flavor, row.vcpus, row.ram_mb, row.disk_gb)
+                missing = self._shortfall(self._store.usage(host).get(host, HostUsage()), flavor)
+                if missing:
+                    raise SimError(
+                        "capacity", f"host {host} lacks {', '.join(missing)} for {row.flavor}"
+                    )
+                self._store.set_host(uuid, host)
+                return self._to_remote(self._require(uuid))
+
     # --- internals ---------------------------------------------------------------------
+
+    def _host_count(self) -> int:
+        return self.options.hosts + self._store.added_hosts()
 
     @contextmanager
     def _translated(self) -> Iterator[None]:
@@ -259,7 +314,7 @@ class SimDriver(Driver):
                 raise SimError("not_found", f"no instance {uuid}")
             return self._to_remote(self._require(uuid))
 
-    def _maybe_fail(self, uuid: str) -> None:
+    def _maybe_fail(self, uuid: str, doing: str = "creating") -> None:
         kind: InjectKind
         with self._fail_lock:
             if self._injected:
@@ -268,7 +323,7 @@ class SimDriver(Driver):
                 kind = self.options.failure_kind
             else:
                 return
-        raise SimError(kind, f"creating {uuid}: {_INJECTED_REASONS[kind]}")
+        raise SimError(kind, f"{doing} {uuid}: {_INJECTED_REASONS[kind]}")
 
     def _new_remote_id(self) -> str:
         while True:
@@ -304,7 +359,7 @@ class SimDriver(Driver):
         if best is not None:
             return self._host_name(best[1])
         if not self._shortfall(HostUsage(), flavor):
-            for index in range(1, self.options.hosts + 1):
+            for index in range(1, self._host_count() + 1):
                 if self._host_name(index) not in usage:
                     return self._host_name(index)
         raise SimError(
@@ -340,7 +395,7 @@ class SimDriver(Driver):
         if suffix == name or not (suffix.isascii() and suffix.isdigit()):
             return None
         index = int(suffix)
-        if 1 <= index <= self.options.hosts and self._host_name(index) == name:
+        if 1 <= index <= self._host_count() and self._host_name(index) == name:
             return index
         return None
 

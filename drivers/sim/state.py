@@ -20,7 +20,7 @@ from typing import Literal
 
 FaultKind = Literal["capacity", "transient", "permanent", "auth", "not_found"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 5000
 
 _SCHEMA = """
@@ -42,6 +42,10 @@ CREATE TABLE IF NOT EXISTS instances (
 );
 CREATE INDEX IF NOT EXISTS instances_host ON instances (host);
 CREATE INDEX IF NOT EXISTS instances_broker ON instances (broker_id, uuid);
+CREATE TABLE IF NOT EXISTS settings (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
 """
 
 _COLUMNS = (
@@ -193,6 +197,31 @@ class SimStore:
         with self.atomic():
             cur = self._conn.execute("UPDATE instances SET state = ? WHERE uuid = ?", (state, uuid))
         return cur.rowcount > 0
+
+    def set_host(self, uuid: str, host: str) -> bool:
+        """Move an instance to ``host``; false when there is no such instance."""
+        with self.atomic():
+            cur = self._conn.execute("UPDATE instances SET host = ? WHERE uuid = ?", (host, uuid))
+        return cur.rowcount > 0
+
+    def added_hosts(self) -> int:
+        """Hosts added to the zone beyond those its options configure."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT value FROM settings WHERE key = 'added_hosts'"
+            ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def add_hosts(self, count: int) -> int:
+        """Add ``count`` hosts; returns the new number of added hosts."""
+        with self.atomic():
+            total = self.added_hosts() + count
+            self._conn.execute(
+                "INSERT INTO settings (key, value) VALUES ('added_hosts', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (total,),
+            )
+        return total
 
     def delete(self, uuid: str) -> bool:
         """Remove an instance; false when there was none."""

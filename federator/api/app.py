@@ -10,8 +10,10 @@ from federator.api import errors
 from federator.api.deps import BROKER_PREFIX, COMPUTE_PREFIX, get_context, require_admin
 from federator.api.middleware import RequestIdAndLimit
 from federator.api.routes import (
+    aggregates,
     capacity,
     flavors,
+    hosts,
     identity,
     images,
     monitor,
@@ -46,8 +48,10 @@ def create_app(broker: Broker) -> FastAPI:
     compute.include_router(servers.router)
     compute.include_router(flavors.router)
     compute.include_router(zones.az_router)
+    compute.include_router(aggregates.router)
     extensions = APIRouter(prefix=BROKER_PREFIX, dependencies=[Depends(require_admin)])
     extensions.include_router(zones.zone_router)
+    extensions.include_router(hosts.router)
     extensions.include_router(policy.router)
     extensions.include_router(monitor.router)
     shared = APIRouter(prefix=BROKER_PREFIX, dependencies=[Depends(get_context)])

@@ -96,6 +96,10 @@ class ServerActionBody(_Body):
     os_start: None = Field(default=None, alias="os-start")
     os_stop: None = Field(default=None, alias="os-stop")
     reboot: RebootSpec | None = None
+    pause: None = None
+    unpause: None = None
+    suspend: None = None
+    resume: None = None
 
 
 class ExplainBody(_Body):

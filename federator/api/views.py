@@ -18,11 +18,14 @@ _VM_STATE = {
     "BUILD": "building",
     "ACTIVE": "active",
     "SHUTOFF": "stopped",
+    "PAUSED": "paused",
+    "SUSPENDED": "suspended",
     "REBOOT": "active",
     "ERROR": "error",
     "DELETED": "deleted",
 }
-_POWER_STATE = {"ACTIVE": 1, "REBOOT": 1, "SHUTOFF": 4}
+# Nova's power states: 1 running, 3 paused, 4 shutdown, 7 suspended.
+_POWER_STATE = {"ACTIVE": 1, "REBOOT": 1, "PAUSED": 3, "SHUTOFF": 4, "SUSPENDED": 7}
 
 
 def iso(ts: datetime | None) -> str | None:
@@ -68,7 +71,7 @@ def server_detail(v: ServerView, base: str) -> dict[str, Any]:
         "key_name": None,
         "security_groups": [{"name": "default"}] if v.cell and not v.in_cell0 else [],
         "OS-DCF:diskConfig": "MANUAL",
-        "OS-EXT-AZ:availability_zone": v.availability_zone or "",
+        "OS-EXT-AZ:availability_zone": v.shown_az or "",
         "OS-EXT-SRV-ATTR:host": v.host,
         "OS-EXT-SRV-ATTR:hypervisor_hostname": v.host,
         "OS-EXT-STS:vm_state": _VM_STATE.get(v.status, v.status.lower()),

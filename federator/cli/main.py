@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from federator.cli import admin, client_commands, identity_cmd, policy_cmd
+from federator.cli import admin, aggregates, client_commands, hosts, identity_cmd, policy_cmd
 from federator.cli.client import Credentials, use_credentials
 
 app = typer.Typer(
@@ -22,6 +22,8 @@ admin.register(app)
 app.add_typer(policy_cmd.app, name="policy")
 app.add_typer(identity_cmd.app, name="identity")
 client_commands.register(app)
+app.add_typer(hosts.app, name="host")
+aggregates.register(app)
 
 
 def _os_option(name: str, help_text: str) -> Any:

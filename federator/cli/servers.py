@@ -1,4 +1,5 @@
-"""``federator server``: create, list, show, delete, start, stop and reboot through the API."""
+"""``federator server``: create, list, show, delete, start, stop, reboot, pause, unpause,
+suspend and resume through the API."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ from federator.cli.output import (
 )
 
 app = typer.Typer(
-    help="Servers: create, list, show, delete, start, stop, reboot.", no_args_is_help=True
+    help="Servers: create, list, show, delete, start, stop, reboot, pause, suspend.",
+    no_args_is_help=True,
 )
 
 POLL_INTERVAL = 0.25
@@ -392,30 +394,32 @@ ActWait = Annotated[
 ]
 
 
-@app.command("start")
-def start(
-    server_ref: IdArg,
-    wait: ActWait = False,
-    wait_timeout: WaitOpt = DEFAULT_WAIT,
-    url: UrlOpt = None,
-    timeout: TimeoutOpt = DEFAULT_TIMEOUT,
-    json_out: JsonOpt = False,
-) -> None:
-    """Start a stopped server."""
-    _act(server_ref, {"os-start": None}, "start", wait, wait_timeout, url, timeout, json_out)
+def _simple_action(verb: str, body_key: str, doc: str) -> None:
+    """Register ``federator server <verb>``: the action ``{body_key: null}`` on one server."""
+
+    def command(
+        server_ref: IdArg,
+        wait: ActWait = False,
+        wait_timeout: WaitOpt = DEFAULT_WAIT,
+        url: UrlOpt = None,
+        timeout: TimeoutOpt = DEFAULT_TIMEOUT,
+        json_out: JsonOpt = False,
+    ) -> None:
+        _act(server_ref, {body_key: None}, verb, wait, wait_timeout, url, timeout, json_out)
+
+    command.__doc__ = doc
+    app.command(verb)(command)
 
 
-@app.command("stop")
-def stop(
-    server_ref: IdArg,
-    wait: ActWait = False,
-    wait_timeout: WaitOpt = DEFAULT_WAIT,
-    url: UrlOpt = None,
-    timeout: TimeoutOpt = DEFAULT_TIMEOUT,
-    json_out: JsonOpt = False,
-) -> None:
-    """Stop a running server."""
-    _act(server_ref, {"os-stop": None}, "stop", wait, wait_timeout, url, timeout, json_out)
+for _verb, _key, _doc in (
+    ("start", "os-start", "Start a stopped server."),
+    ("stop", "os-stop", "Stop a running server."),
+    ("pause", "pause", "Pause a running server (frozen in memory; zones that support it)."),
+    ("unpause", "unpause", "Let a paused server run again."),
+    ("suspend", "suspend", "Suspend a running server (saved to disk; zones that support it)."),
+    ("resume", "resume", "Resume a suspended server."),
+):
+    _simple_action(_verb, _key, _doc)
 
 
 @app.command("reboot")

@@ -1,4 +1,5 @@
-"""Lifecycle tasks on placed instances: delete, start, stop, reboot.
+"""Lifecycle tasks on placed instances: delete, start, stop, reboot, pause, unpause,
+suspend, resume.
 
 The API records the intent (``task_state``) and enqueues the task; a worker calls the
 driver and writes back what the driver reports. A transient driver failure puts the task
@@ -112,13 +113,19 @@ class Actions:
         if driver is None:
             self._clear(cell, inst.uuid, {"fault": _fault("zone is not configured")})
             return
+        calls = {
+            "start": driver.start,
+            "stop": driver.stop,
+            "pause": driver.pause,
+            "unpause": driver.unpause,
+            "suspend": driver.suspend,
+            "resume": driver.resume,
+        }
         try:
-            if task.action == "start":
-                remote = driver.start(inst.uuid)
-            elif task.action == "stop":
-                remote = driver.stop(inst.uuid)
-            else:
+            if task.action == "reboot":
                 remote = driver.reboot(inst.uuid, hard=bool(task.payload.get("hard")))
+            else:
+                remote = calls[task.action](inst.uuid)
         except InstanceNotFound as exc:
             self._fail(cell, inst.uuid, task.action, exc, status="ERROR")
             return

@@ -24,6 +24,7 @@ from federator.compute.context import ComputeContext
 from federator.compute.inventory import zone_loads
 from federator.compute.queue import TaskRef
 from federator.compute.records import CELL0
+from federator.compute.refs import placement_zone
 from federator.compute.zonestate import record_zone_failure
 from federator.driver import (
     AuthError,
@@ -275,7 +276,12 @@ class Builder:
             disk_gb=flavor.disk_gb,
             image_id=image.id if image else spec.image_id,
             image_name=image.name if image else spec.image_id,
-            availability_zone=spec.availability_zone,
+            # The policy ranks zones: an aggregate's availability zone stands for the zone
+            # holding its hosts, and the host scheduler keeps to the hosts in it.
+            availability_zone=placement_zone(
+                self.ctx.settings, self.ctx.api, spec.availability_zone
+            )
+            or spec.availability_zone,
         )
         loads = zone_loads(self.ctx.api)
         ranking = rank(loaded.policy, self.ctx.policies.context, request, loads)
@@ -293,7 +299,16 @@ class Builder:
             placement = _placement(loaded.policy.version, loaded.sha256, ranking, loads, cand)
             if self.ctx.drivers[cand.zone].capabilities().host_scheduling:
                 got = self._claim_on_host(
-                    br.instance_uuid, cand, res, ignored.get(cand.zone), placement, notes
+                    br.instance_uuid,
+                    cand,
+                    res,
+                    ignored.get(cand.zone),
+                    placement,
+                    notes,
+                    az=spec.availability_zone,
+                    project_id=spec.project_id,
+                    extra_specs=flavor.extra_specs,
+                    image_properties=image.properties if image else None,
                 )
                 if got is not None:
                     placement["host"] = got
@@ -326,14 +341,23 @@ class Builder:
         ignored: set[str] | None,
         placement: dict[str, Any],
         notes: list[str],
+        *,
+        az: str | None = None,
+        project_id: str | None = None,
+        extra_specs: Mapping[str, str] | None = None,
+        image_properties: Mapping[str, str] | None = None,
     ) -> str | None:
         hreq = HostRequest(
             zone=cand.zone,
             vcpus=res.vcpus,
             ram_mb=res.ram_mb,
             disk_gb=res.disk_gb,
+            az=az,
             weighing=cand.weighing,
             ignore_hosts=frozenset(ignored or ()),
+            project_id=project_id,
+            extra_specs=extra_specs or {},
+            image_properties=image_properties or {},
         )
         cache = self.ctx.hosts
         reread = False
@@ -347,9 +371,12 @@ class Builder:
                 continue
             if not names:
                 notes.append(
-                    f"{cand.zone}: no host has {res.ram_mb} MB RAM, {res.vcpus} vCPU and "
+                    f"{cand.zone}: no host"
+                    + (f" of availability zone {az}" if az else "")
+                    + f" has {res.ram_mb} MB RAM, {res.vcpus} vCPU and "
                     f"{res.disk_gb} GB disk free"
                     + (" (after excluding failed hosts)" if ignored else "")
+                    + _rejections(self.ctx.scheduler.filter_counts(cache.table, hreq))
                 )
                 return None
             for name in names:
@@ -486,6 +513,16 @@ class Builder:
                 .values(cell=cell)
             )
             s.execute(delete(BuildRequest).where(BuildRequest.instance_uuid == uuid))
+
+
+def _rejections(counts: Mapping[str, int]) -> str:
+    """`` (EnabledFilter removed 2 hosts, RamFilter 1)``: why hosts were turned down."""
+    shown = [(name, n) for name, n in counts.items() if n]
+    if not shown:
+        return ""
+    first, *rest = shown
+    parts = [f"{first[0]} removed {first[1]} host(s)", *(f"{name} {n}" for name, n in rest)]
+    return " (" + ", ".join(parts) + ")"
 
 
 def _headline(code: str) -> str:

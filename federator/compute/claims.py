@@ -6,6 +6,13 @@ move only if the host stays within its schedulable capacity, and the allocation 
 written with them. Either everything moves or nothing does, so concurrent requests, in one
 process or many, never put a host, a zone or a quota over its limit. Releases undo exactly
 what the allocation row recorded, once.
+
+Moving an instance to another host of its zone (a drain) claims in two steps: the
+destination host's counters take the instance's resources along with a ``migrations`` row
+(:func:`reserve_move`); then either the allocation moves to the destination and the
+source host's counters are given back (:func:`finish_move`), or the destination's are
+given back (:func:`undo_move`), the row going in the same transaction. The zone's
+counters never move: the instance stays in its zone.
 """
 
 from __future__ import annotations
@@ -15,10 +22,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, select, update
+from sqlalchemy.orm import Session
 
 from federator.policy.evaluate import Limits
 from federator.storage.db import Database
-from federator.storage.models import Allocation, BuildRequest, Host, Zone, utcnow
+from federator.storage.models import (
+    Allocation,
+    BuildRequest,
+    Host,
+    Migration,
+    Zone,
+    utcnow,
+)
 
 
 class ClaimOutcome(enum.Enum):
@@ -91,24 +106,7 @@ def claim(
             return ClaimResult(ClaimOutcome.ZONE_LIMIT)
         usage: Usage | None = None
         if host_id is not None:
-            row = s.execute(
-                update(Host)
-                .where(
-                    Host.id == host_id,
-                    Host.enabled.is_(True),
-                    Host.ram_used_mb + res.ram_mb <= Host.ram_mb * Host.ram_ratio,
-                    Host.vcpus_used + res.vcpus <= Host.vcpus * Host.cpu_ratio,
-                    Host.disk_used_gb + res.disk_gb <= Host.disk_gb * Host.disk_ratio,
-                )
-                .values(
-                    ram_used_mb=Host.ram_used_mb + res.ram_mb,
-                    vcpus_used=Host.vcpus_used + res.vcpus,
-                    disk_used_gb=Host.disk_used_gb + res.disk_gb,
-                    instances=Host.instances + 1,
-                    updated_at=utcnow(),
-                )
-                .returning(Host.vcpus_used, Host.ram_used_mb, Host.disk_used_gb, Host.instances)
-            ).first()
+            row = s.execute(_take_on_host(res, Host.id == host_id)).first()
             if row is None:
                 s.rollback()
                 return ClaimResult(ClaimOutcome.HOST_FULL)
@@ -211,3 +209,144 @@ def set_bursting(db: Database, zone: str, bursting: bool) -> bool:
         )
         changed: bool = result.rowcount == 1  # type: ignore[attr-defined]
         return changed
+
+
+def reserve_move(
+    db: Database,
+    *,
+    instance_uuid: str,
+    source_host_id: int,
+    dest_host_id: int,
+    was_active: bool,
+    node: str,
+) -> Usage | None:
+    """Claim the instance's allocated resources on ``dest_host_id`` for a move.
+
+    None (and nothing changed) when the instance holds no allocation on the source host,
+    is already moving, or the destination is disabled or has no room by now.
+    """
+    with db.write() as s:
+        alloc = s.get(Allocation, instance_uuid)
+        if alloc is None or alloc.host_id != source_host_id:
+            return None
+        if s.get(Migration, instance_uuid) is not None:
+            return None
+        res = Resources(alloc.vcpus, alloc.ram_mb, alloc.disk_gb)
+        row = s.execute(
+            _take_on_host(
+                res,
+                Host.id == dest_host_id,
+                Host.id != source_host_id,
+                Host.zone == alloc.zone,
+            )
+        ).first()
+        if row is None:
+            s.rollback()
+            return None
+        s.add(
+            Migration(
+                instance_uuid=instance_uuid,
+                node=node,
+                zone=alloc.zone,
+                source_host_id=source_host_id,
+                dest_host_id=dest_host_id,
+                was_active=was_active,
+                vcpus=alloc.vcpus,
+                ram_mb=alloc.ram_mb,
+                disk_gb=alloc.disk_gb,
+            )
+        )
+    return Usage(dest_host_id, row[0], row[1], row[2], row[3])
+
+
+@dataclass(frozen=True, slots=True)
+class MoveResult:
+    """A move finished: whether the allocation moved (False: the instance was deleted
+    meanwhile and its reservation on the destination was given back)."""
+
+    moved: bool
+    source_host_id: int
+    dest_host_id: int
+
+
+def finish_move(db: Database, instance_uuid: str) -> MoveResult | None:
+    """The instance now runs on the destination: point its allocation there and give the
+    source host's counters back. None when no move of it is pending (idempotent)."""
+    with db.write() as s:
+        mig = s.execute(
+            delete(Migration)
+            .where(Migration.instance_uuid == instance_uuid)
+            .returning(
+                Migration.source_host_id,
+                Migration.dest_host_id,
+                Migration.vcpus,
+                Migration.ram_mb,
+                Migration.disk_gb,
+            )
+        ).first()
+        if mig is None:
+            return None
+        source, dest, vcpus, ram_mb, disk_gb = mig
+        moved = s.execute(
+            update(Allocation)
+            .where(Allocation.instance_uuid == instance_uuid, Allocation.host_id == source)
+            .values(host_id=dest)
+        )
+        # A delete that released the allocation meanwhile gave the source back already.
+        give_back = source if moved.rowcount == 1 else dest  # type: ignore[attr-defined]
+        _give_back(s, give_back, vcpus, ram_mb, disk_gb)
+    return MoveResult(give_back == source, source, dest)
+
+
+def undo_move(db: Database, instance_uuid: str) -> int | None:
+    """The instance stays where it was: give the destination's reservation back; returns
+    the destination host id, or None when no move of it is pending (idempotent)."""
+    with db.write() as s:
+        mig = s.execute(
+            delete(Migration)
+            .where(Migration.instance_uuid == instance_uuid)
+            .returning(Migration.dest_host_id, Migration.vcpus, Migration.ram_mb, Migration.disk_gb)
+        ).first()
+        if mig is None:
+            return None
+        dest, vcpus, ram_mb, disk_gb = mig
+        _give_back(s, dest, vcpus, ram_mb, disk_gb)
+    return int(dest)
+
+
+def _give_back(s: Session, host_id: int, vcpus: int, ram_mb: int, disk_gb: int) -> None:
+    s.execute(
+        update(Host)
+        .where(Host.id == host_id)
+        .values(
+            ram_used_mb=Host.ram_used_mb - ram_mb,
+            vcpus_used=Host.vcpus_used - vcpus,
+            disk_used_gb=Host.disk_used_gb - disk_gb,
+            instances=Host.instances - 1,
+            updated_at=utcnow(),
+        )
+    )
+
+
+def _take_on_host(res: Resources, *which: Any) -> Any:
+    """The conditional UPDATE that adds ``res`` to one enabled host (chosen by ``which``)
+    only while it stays within capacity (allocation ratios applied); it returns the
+    host's new usage, or no row when the host is full, disabled or not the one meant."""
+    return (
+        update(Host)
+        .where(
+            *which,
+            Host.enabled.is_(True),
+            Host.ram_used_mb + res.ram_mb <= Host.ram_mb * Host.ram_ratio,
+            Host.vcpus_used + res.vcpus <= Host.vcpus * Host.cpu_ratio,
+            Host.disk_used_gb + res.disk_gb <= Host.disk_gb * Host.disk_ratio,
+        )
+        .values(
+            ram_used_mb=Host.ram_used_mb + res.ram_mb,
+            vcpus_used=Host.vcpus_used + res.vcpus,
+            disk_used_gb=Host.disk_used_gb + res.disk_gb,
+            instances=Host.instances + 1,
+            updated_at=utcnow(),
+        )
+        .returning(Host.vcpus_used, Host.ram_used_mb, Host.disk_used_gb, Host.instances)
+    )

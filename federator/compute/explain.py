@@ -7,7 +7,7 @@ from typing import Any
 
 from federator.compute.context import ComputeContext
 from federator.compute.inventory import zone_loads
-from federator.compute.refs import resolve
+from federator.compute.refs import placement_zone, resolve
 from federator.policy.evaluate import PlacementRequest, rank, threshold_figures
 from federator.scheduler.request import HostRequest
 
@@ -26,7 +26,7 @@ def explain(ctx: ComputeContext, req: ExplainRequest) -> dict[str, Any]:
 
     :raises BadRequest: unknown flavor, image or availability zone.
     """
-    refs = resolve(ctx.settings, req.flavor, req.image, req.availability_zone)
+    refs = resolve(ctx.settings, req.flavor, req.image, req.availability_zone, db=ctx.api)
     flavor, image = refs.flavor, refs.image
     loaded = ctx.policies.current
     loads = zone_loads(ctx.api)
@@ -39,7 +39,7 @@ def explain(ctx: ComputeContext, req: ExplainRequest) -> dict[str, Any]:
         disk_gb=flavor.disk_gb,
         image_id=image.id,
         image_name=image.name,
-        availability_zone=req.availability_zone,
+        availability_zone=placement_zone(ctx.settings, ctx.api, req.availability_zone),
     )
     ranking = rank(loaded.policy, ctx.policies.context, preq, loads)
     candidates = {c.zone: c for c in ranking.candidates}
@@ -81,7 +81,11 @@ def explain(ctx: ComputeContext, req: ExplainRequest) -> dict[str, Any]:
                     vcpus=flavor.vcpus,
                     ram_mb=flavor.ram_mb,
                     disk_gb=flavor.disk_gb,
+                    az=req.availability_zone,
                     weighing=cand.weighing,
+                    project_id=req.project_id,
+                    extra_specs=flavor.extra_specs,
+                    image_properties=image.properties,
                 )
                 # Best first: passing hosts by weight (stable, so ties keep table order,
                 # as select() breaks them), then the rejected ones.

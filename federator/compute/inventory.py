@@ -13,27 +13,37 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select
 
+from federator.compute import membership
 from federator.config import Settings, ZoneConfig
 from federator.driver import HostInfo
 from federator.policy.evaluate import Limits, ZoneLoad
 from federator.scheduler.hoststate import HostRow, HostTable
 from federator.storage.db import Database
-from federator.storage.models import Host, Zone, utcnow
+from federator.storage.models import Host, Zone
 
 LOG = logging.getLogger(__name__)
 
 
 def sync_zones(db: Database, settings: Settings) -> None:
-    """Make the zones table match the configuration (zones never configured stay, unused)."""
+    """Make the zones table match the configuration (zones never configured stay, unused),
+    then apply the aggregates each zone declares to the hosts already known (start-up)."""
     with db.write() as s:
+        membership.serialize(s)
         for zc in settings.zones:
             row = s.get(Zone, zc.name)
             if row is None:
                 s.add(Zone(name=zc.name, kind=zc.kind, driver=zc.driver, cell=zc.cell))
             else:
                 row.kind, row.driver, row.cell = zc.kind, zc.driver, zc.cell
+        s.flush()
+        for zc in settings.zones:
+            for config in zc.aggregates:
+                membership.ensure_declared(s, config)
+            if zc.aggregates:
+                known = list(s.scalars(select(Host).where(Host.zone == zc.name)))
+                membership.join_declared(s, zc, known)
 
 
 def sync_hosts(db: Database, zone: ZoneConfig, hosts: Sequence[HostInfo]) -> int:
@@ -41,60 +51,52 @@ def sync_hosts(db: Database, zone: ZoneConfig, hosts: Sequence[HostInfo]) -> int
 
     Usage counters are never touched here: they move only with allocations.
     Hosts the driver no longer reports are disabled, not deleted, so their allocations
-    stay accounted for.
+    stay accounted for. A new host joins the zone's declared aggregates whose ``hosts``
+    patterns match its name; in none, it is disabled (``not in any aggregate``) until an
+    administrator adds it to one.
     """
-    new = 0
     with db.write() as s:
+        membership.serialize(s)
         existing = {h.name: h for h in s.scalars(select(Host).where(Host.zone == zone.name))}
+        added: list[Host] = []
         seen = set()
         for info in hosts:
             seen.add(info.name)
             row = existing.get(info.name)
             if row is None:
-                new += 1
-                s.add(
-                    Host(
-                        zone=zone.name,
-                        name=info.name,
-                        az=zone.name,
-                        enabled=True,
-                        vcpus=info.vcpus,
-                        ram_mb=info.ram_mb,
-                        disk_gb=info.disk_gb,
-                        cpu_ratio=zone.cpu_allocation_ratio,
-                        ram_ratio=zone.ram_allocation_ratio,
-                        disk_ratio=zone.disk_allocation_ratio,
-                    )
+                row = Host(
+                    zone=zone.name,
+                    name=info.name,
+                    az=zone.name,
+                    enabled=False,
+                    disabled_reason=membership.NOT_IN_AGGREGATE,
+                    reported=True,
+                    vcpus=info.vcpus,
+                    ram_mb=info.ram_mb,
+                    disk_gb=info.disk_gb,
+                    cpu_ratio=zone.cpu_allocation_ratio,
+                    ram_ratio=zone.ram_allocation_ratio,
+                    disk_ratio=zone.disk_allocation_ratio,
                 )
+                s.add(row)
+                added.append(row)
             else:
                 row.vcpus, row.ram_mb, row.disk_gb = info.vcpus, info.ram_mb, info.disk_gb
                 row.cpu_ratio = zone.cpu_allocation_ratio
                 row.ram_ratio = zone.ram_allocation_ratio
                 row.disk_ratio = zone.disk_allocation_ratio
-                if not row.enabled and row.disabled_reason == "not reported by driver":
-                    row.enabled, row.disabled_reason = True, ""
+                row.reported = True
         for name, row in existing.items():
-            if name not in seen and row.enabled:
-                row.enabled, row.disabled_reason = False, "not reported by driver"
+            if name not in seen:
+                row.reported = False
         s.flush()
-        totals = s.execute(
-            select(
-                func.coalesce(func.sum(Host.ram_mb * Host.ram_ratio), 0),
-                func.coalesce(func.sum(Host.vcpus * Host.cpu_ratio), 0),
-                func.coalesce(func.sum(Host.disk_gb * Host.disk_ratio), 0),
-            ).where(Host.zone == zone.name, Host.enabled.is_(True))
-        ).one()
-        s.execute(
-            update(Zone)
-            .where(Zone.name == zone.name)
-            .values(
-                ram_total_mb=int(totals[0]),
-                vcpus_total=int(totals[1]),
-                disk_total_gb=int(totals[2]),
-                updated_at=utcnow(),
-            )
-        )
-    return new
+        if added:
+            membership.join_declared(s, zone, added)
+            for h in added:
+                LOG.info("zone %s: new host %s", zone.name, h.name)
+        membership.refresh(s, [*existing.values(), *added])
+        membership.update_zone_totals(s, zone.name)
+    return len(added)
 
 
 def zone_loads(db: Database) -> dict[str, ZoneLoad]:
@@ -135,7 +137,7 @@ def reported_limits(report: Mapping[str, Any] | None) -> Limits | None:
     return Limits(ram_mb=ceiling("ram_mb"), vcpus=ceiling("vcpus"), instances=ceiling("instances"))
 
 
-def _row(h: Host) -> HostRow:
+def _row(h: Host, metadata: Mapping[str, frozenset[str]] | None = None) -> HostRow:
     return HostRow(
         id=h.id,
         zone=h.zone,
@@ -152,6 +154,8 @@ def _row(h: Host) -> HostRow:
         cpu_ratio=h.cpu_ratio,
         ram_ratio=h.ram_ratio,
         disk_ratio=h.disk_ratio,
+        disabled_reason=membership.explain_of(h),
+        metadata=metadata or {},
     )
 
 
@@ -169,9 +173,14 @@ class HostCache:
         return self._table
 
     def reload(self) -> None:
-        """Rebuild the table from the database (start-up, host changes, periodic refresh)."""
+        """Rebuild the table from the database (start-up, host changes, periodic refresh),
+        with each host's availability zone and merged aggregate metadata."""
         with self._db.read() as s:
-            rows = [_row(h) for h in s.scalars(select(Host).order_by(Host.zone, Host.id))]
+            metadata = membership.host_metadata(s)
+            rows = [
+                _row(h, metadata.get(h.id))
+                for h in s.scalars(select(Host).order_by(Host.zone, Host.id))
+            ]
         table = HostTable.from_rows(rows)
         ids = {}
         for r in rows:
@@ -220,7 +229,7 @@ class HostCache:
         i = self._ids.get(h.id)
         if i is None:
             return
-        self._table.set_enabled(i, h.enabled)
+        self._table.set_enabled(i, h.enabled, membership.explain_of(h))
         self._table.set_usage(
             i,
             vcpus_used=h.vcpus_used,

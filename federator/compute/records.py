@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Select, and_, or_, select
 
 from federator.storage.db import Database
-from federator.storage.models import BuildRequest, Instance, InstanceMapping
+from federator.storage.models import BuildRequest, Host, Instance, InstanceMapping
 
 CELL0 = "cell0"
 _REGEX_CHARS = re.compile(r"[.^$*+?{}\[\]\\|()]")
@@ -48,10 +48,18 @@ class ServerView:
     placement: Mapping[str, Any] = field(default_factory=dict)
     policy_version: str | None = None
     remote_id: str | None = None
+    host_az: str | None = None
+    """The availability zone of the instance's host when a host aggregate gives it one."""
 
     @property
     def in_cell0(self) -> bool:
         return self.cell == CELL0
+
+    @property
+    def shown_az(self) -> str | None:
+        """The availability zone the API shows: the host's, else the zone's (or the one a
+        build in progress asked for)."""
+        return self.host_az or self.availability_zone
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,8 +153,40 @@ class Records:
             with self.cells[name].read() as s:
                 inst = s.get(Instance, uuid)
                 if inst is not None and not inst.deleted:
-                    return view_of_instance(inst, name)
+                    return self._with_host_az([view_of_instance(inst, name)])[0]
         return None
+
+    def _with_host_az(self, views: list[ServerView]) -> list[ServerView]:
+        """Views with the availability zone host aggregates give their hosts, where one
+        differs from the zone's own name."""
+        placed = {(v.availability_zone, v.host) for v in views if v.host and v.availability_zone}
+        if not placed:
+            return views
+        with self.api.read() as s:
+            rows = s.execute(
+                select(Host.zone, Host.name, Host.az).where(
+                    Host.zone.in_({z for z, _ in placed}), Host.name.in_({h for _, h in placed})
+                )
+            ).all()
+        azs: dict[tuple[str | None, str | None], str] = {
+            (zone, name): az for zone, name, az in rows if az and az != zone
+        }
+        return [
+            replace(v, host_az=azs[(v.availability_zone, v.host)])
+            if (v.availability_zone, v.host) in azs
+            else v
+            for v in views
+        ]
+
+    def _az_scope(self, az: str) -> tuple[str, list[str] | None, list[str]]:
+        """How to find instances in availability zone ``az``: (zone, hosts it must be on or
+        None for any, hosts of the zone it must not be on)."""
+        with self.api.read() as s:
+            given = s.execute(select(Host.zone, Host.name).where(Host.az == az)).all()
+            if given and all(zone != az for zone, _ in given):
+                return given[0][0], [name for _, name in given], []
+            elsewhere = s.scalars(select(Host.name).where(Host.zone == az, Host.az != az)).all()
+        return az, None, list(elsewhere)
 
     def list_servers(
         self, filters: ListFilters, *, limit: int, marker: ServerView | None
@@ -161,7 +201,7 @@ class Records:
             for view in self._list_cell(name, db, filters, limit, marker):
                 by_uuid[view.uuid] = view
         found = sorted(by_uuid.values(), key=lambda v: (v.created_at, v.uuid), reverse=True)
-        return found[:limit]
+        return self._with_host_az(found[:limit])
 
     def _list_builds(
         self, f: ListFilters, limit: int, marker: ServerView | None
@@ -190,7 +230,12 @@ class Records:
         if f.status:
             q = q.where(Instance.status == f.status)
         if f.availability_zone:
-            q = q.where(Instance.availability_zone == f.availability_zone)
+            zone, only, never = self._az_scope(f.availability_zone)
+            q = q.where(Instance.availability_zone == zone)
+            if only is not None:
+                q = q.where(Instance.host.in_(only))
+            if never:
+                q = q.where(or_(Instance.host.is_(None), Instance.host.not_in(never)))
         if f.host:
             q = q.where(Instance.host == f.host)
         if marker is not None:

@@ -24,7 +24,7 @@ from federator.compute.records import (
     view_of_build,
 )
 from federator.compute.refs import resolve
-from federator.exception import BadRequest, InstanceInvalidState, NotFound
+from federator.exception import BadRequest, Conflict, InstanceInvalidState, NotFound
 from federator.storage.models import (
     BuildRequest,
     Instance,
@@ -38,7 +38,13 @@ _ACTIONS: dict[str, tuple[frozenset[str], str]] = {
     "start": (frozenset({"SHUTOFF"}), "powering-on"),
     "stop": (frozenset({"ACTIVE", "ERROR"}), "powering-off"),
     "reboot": (frozenset({"ACTIVE", "SHUTOFF"}), "rebooting"),
+    "pause": (frozenset({"ACTIVE"}), "pausing"),
+    "unpause": (frozenset({"PAUSED"}), "unpausing"),
+    "suspend": (frozenset({"ACTIVE"}), "suspending"),
+    "resume": (frozenset({"SUSPENDED"}), "resuming"),
 }
+# Actions only zones whose driver has the ``pause_suspend`` capability can carry out.
+_PAUSE_SUSPEND = frozenset({"pause", "unpause", "suspend", "resume"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +88,7 @@ class ComputeService:
             field_prefix="server.",
             flavor_field="flavorRef",
             image_field="imageRef",
+            db=self.ctx.api,
         )
         flavor, image, az = refs.flavor, refs.image, refs.availability_zone
         if not 1 <= req.min_count <= req.max_count:
@@ -202,7 +209,7 @@ class ComputeService:
         self.ctx.queue.notifier.notify()
 
     def action(self, rc: RequestContext, uuid: str, action: str, *, hard: bool = False) -> None:
-        """Accept start, stop or reboot.
+        """Accept start, stop, reboot, pause, unpause, suspend or resume.
 
         :raises InstanceInvalidState: the instance is in cell0, building, busy, or in a
             status the action does not apply to (HTTP 409).
@@ -211,6 +218,12 @@ class ComputeService:
         allowed, task_state = _ACTIONS[action]
         if view.in_cell0 or view.cell is None or view.status not in allowed:
             raise InstanceInvalidState(action=action, uuid=uuid, status=_describe(view))
+        driver = self.ctx.drivers.get(view.availability_zone or "")
+        if action in _PAUSE_SUSPEND and (driver is None or not driver.capabilities().pause_suspend):
+            raise Conflict(
+                reason=f"cannot {action} instance {uuid}: availability zone "
+                f"{view.availability_zone} does not support pause and suspend"
+            )
         with self.ctx.cells[view.cell].write() as s:
             moved = s.execute(
                 update(Instance)

@@ -20,13 +20,24 @@ select-then-claim atomic with ``with table.lock: ...``.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["HostRow", "HostTable"]
+from federator.scheduler.metadata import MetadataColumns
+
+__all__ = ["RATIO_KEYS", "HostRow", "HostTable"]
+
+_NO_METADATA: Mapping[str, frozenset[str]] = MappingProxyType({})
+# Aggregate metadata keys that lower a host's allocation ratio (Nova's Aggregate*Filter).
+RATIO_KEYS = {
+    "cpu": "cpu_allocation_ratio",
+    "ram": "ram_allocation_ratio",
+    "disk": "disk_allocation_ratio",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +46,12 @@ class HostRow:
 
     ``vcpus``, ``ram_mb`` and ``disk_gb`` are physical sizes; the ``*_ratio``
     fields are allocation (overcommit) ratios. Schedulable capacity is
-    ``floor(physical * ratio)``.
+    ``floor(physical * ratio)``, where an aggregate's ``*_allocation_ratio``
+    metadata may lower the ratio (see :class:`HostTable`). ``disabled_reason``
+    says why a host that is not enabled takes no instances (``disabled: not in
+    any aggregate``, ``maintenance: kernel upgrade``). ``metadata`` merges the
+    metadata of the host's aggregates: each key with the set of values its
+    aggregates give it.
     """
 
     id: int
@@ -53,6 +69,8 @@ class HostRow:
     cpu_ratio: float = 4.0
     ram_ratio: float = 1.0
     disk_ratio: float = 1.0
+    disabled_reason: str = ""
+    metadata: Mapping[str, frozenset[str]] = field(default_factory=lambda: _NO_METADATA)
 
 
 def _ints(values: list[int]) -> NDArray[np.int64]:
@@ -61,6 +79,15 @@ def _ints(values: list[int]) -> NDArray[np.int64]:
 
 def _floats(values: list[float]) -> NDArray[np.float64]:
     return np.array(values, dtype=np.float64)
+
+
+def _with_aggregate_ratio(
+    own: NDArray[np.float64], aggregate: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    # An aggregate ratio only ever lowers a host's: claims check capacity against the
+    # ratio stored on the host, so the scheduler must not offer more than that.
+    lowered: NDArray[np.float64] = np.where(aggregate > 0, np.minimum(own, aggregate), own)
+    return lowered
 
 
 def _capacity(physical: NDArray[np.int64], ratio: NDArray[np.float64]) -> NDArray[np.int64]:
@@ -78,6 +105,14 @@ class HostTable:
     * ``vcpus_cap``, ``ram_cap``, ``disk_cap``: schedulable capacities (int64)
     * ``vcpus_used``, ``ram_used``, ``disk_used``, ``instances`` (int64)
     * ``az_code`` (int32), decoded through ``az_codes`` (AZ name -> code)
+    * ``cpu_ratio``, ``ram_ratio``, ``disk_ratio``: effective allocation ratios, the
+      host's own lowered by its aggregates' ``*_allocation_ratio`` metadata (the lowest
+      value when several aggregates give one)
+
+    Aggregate metadata is held twice: as the merged mapping of each host
+    (:meth:`metadata_at`, for explain) and as :attr:`metadata`, boolean masks per
+    key and value built once here, which the aggregate filters combine. Why a
+    disabled host is disabled is per host too (:meth:`reason_at`).
 
     Treat the columns as read-only outside this class; change state through
     :meth:`set_usage` and :meth:`set_enabled`, which take :attr:`lock`.
@@ -92,6 +127,8 @@ class HostTable:
         self.lock = threading.RLock()
         self._names: list[str] = [r.name for r in rows]
         self._zones: list[str] = [r.zone for r in rows]
+        self._reasons: list[str] = [r.disabled_reason for r in rows]
+        self._metadata: list[Mapping[str, frozenset[str]]] = [r.metadata for r in rows]
         self._azs: list[str] = sorted({r.az for r in rows})
         self.az_codes: dict[str, int] = {az: code for code, az in enumerate(self._azs)}
 
@@ -119,9 +156,19 @@ class HostTable:
         self.vcpus_phys = _ints([r.vcpus for r in rows])
         self.ram_phys = _ints([r.ram_mb for r in rows])
         self.disk_phys = _ints([r.disk_gb for r in rows])
-        self.cpu_ratio = _floats([r.cpu_ratio for r in rows])
-        self.ram_ratio = _floats([r.ram_ratio for r in rows])
-        self.disk_ratio = _floats([r.disk_ratio for r in rows])
+        self.metadata = MetadataColumns(self._metadata)
+        self._own_ratios = {
+            "cpu": _floats([r.cpu_ratio for r in rows]),
+            "ram": _floats([r.ram_ratio for r in rows]),
+            "disk": _floats([r.disk_ratio for r in rows]),
+        }
+        self._ratios = {
+            kind: _with_aggregate_ratio(own, self.metadata.number(RATIO_KEYS[kind]))
+            for kind, own in self._own_ratios.items()
+        }
+        self.cpu_ratio = self._ratios["cpu"]
+        self.ram_ratio = self._ratios["ram"]
+        self.disk_ratio = self._ratios["disk"]
         self.vcpus_cap = _capacity(self.vcpus_phys, self.cpu_ratio)
         self.ram_cap = _capacity(self.ram_phys, self.ram_ratio)
         self.disk_cap = _capacity(self.disk_phys, self.disk_ratio)
@@ -172,8 +219,23 @@ class HostTable:
         """Availability zone of the host at position ``i``."""
         return self._azs[int(self.az_code[i])]
 
+    def reason_at(self, i: int) -> str:
+        """Why the host at position ``i`` takes no instances; "" if it is enabled."""
+        return self._reasons[i]
+
+    def metadata_at(self, i: int) -> Mapping[str, frozenset[str]]:
+        """The merged aggregate metadata of the host at position ``i``."""
+        return self._metadata[i]
+
+    def aggregate_ratio(self, kind: str, i: int) -> float | None:
+        """The allocation ratio (``kind`` one of cpu, ram, disk) an aggregate imposes on
+        the host at position ``i``, or None when the host keeps its own."""
+        effective = float(self._ratios[kind][i])
+        return effective if effective != float(self._own_ratios[kind][i]) else None
+
     def row_at(self, i: int) -> HostRow:
-        """The host at position ``i`` as a row, with its current usage."""
+        """The host at position ``i`` as a row, with its current usage (and the
+        effective allocation ratios)."""
         with self.lock:
             return HostRow(
                 id=int(self.ids[i]),
@@ -191,6 +253,8 @@ class HostTable:
                 cpu_ratio=float(self.cpu_ratio[i]),
                 ram_ratio=float(self.ram_ratio[i]),
                 disk_ratio=float(self.disk_ratio[i]),
+                disabled_reason=self._reasons[i],
+                metadata=self._metadata[i],
             )
 
     def set_usage(
@@ -214,8 +278,9 @@ class HostTable:
             self.disk_used[i] = disk_used_gb
             self.instances[i] = instances
 
-    def set_enabled(self, i: int, enabled: bool) -> None:
-        """Enable or disable the host at position ``i``.
+    def set_enabled(self, i: int, enabled: bool, reason: str = "") -> None:
+        """Enable or disable the host at position ``i``; ``reason`` says why it is
+        disabled (ignored when enabling).
 
         :raises IndexError: ``i`` is not a position of this table.
         """
@@ -223,6 +288,7 @@ class HostTable:
             raise IndexError(f"host position {i} out of range")
         with self.lock:
             self.enabled[i] = enabled
+            self._reasons[i] = "" if enabled else reason
 
     def free_ram_mb(self, sl: slice = slice(None)) -> NDArray[np.int64]:
         """Schedulable free RAM: ``floor(ram_mb * ram_ratio) - ram_used_mb``.

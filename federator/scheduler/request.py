@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Literal
 
 __all__ = ["HostRequest", "Weighing"]
 
 Weighing = Literal["spread", "pack"]
+
+
+def _frozen(mapping: Mapping[str, str]) -> Mapping[str, str]:
+    return MappingProxyType(dict(mapping))
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +25,11 @@ class HostRequest:
     hosts qualify (the affinity group is already placed); an empty set means the
     group has no members yet, so any host qualifies. ``ignore_hosts``: hosts
     that already failed this request (reschedule).
+
+    ``project_id``: the project booting (None: unknown, which a tenant-isolated
+    aggregate does not admit). ``extra_specs``: the flavor's extra specs.
+    ``image_properties``: the image's properties. The two mappings are copied
+    into read-only views, so a request never changes after it is made.
 
     :raises ValueError: a resource figure is negative or ``weighing`` is unknown.
     """
@@ -32,9 +43,14 @@ class HostRequest:
     anti_affinity_hosts: frozenset[str] = frozenset()
     affinity_hosts: frozenset[str] | None = None
     ignore_hosts: frozenset[str] = frozenset()
+    project_id: str | None = None
+    extra_specs: Mapping[str, str] = field(default_factory=dict)
+    image_properties: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if min(self.vcpus, self.ram_mb, self.disk_gb) < 0:
             raise ValueError("requested vcpus, ram_mb and disk_gb must not be negative")
         if self.weighing not in ("spread", "pack"):
             raise ValueError(f"unknown weighing {self.weighing!r}; expected 'spread' or 'pack'")
+        object.__setattr__(self, "extra_specs", _frozen(self.extra_specs))
+        object.__setattr__(self, "image_properties", _frozen(self.image_properties))

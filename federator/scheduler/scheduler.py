@@ -17,12 +17,17 @@ from numpy.typing import NDArray
 
 from federator.scheduler.filters import (
     AffinityFilter,
+    AggregateImagePropertiesIsolation,
+    AggregateInstanceExtraSpecsFilter,
+    AggregateMultiTenancyIsolation,
+    AggregateNumInstancesFilter,
     AntiAffinityFilter,
     AvailabilityZoneFilter,
     DiskFilter,
     EnabledFilter,
     HostFilter,
     IgnoreHostsFilter,
+    NumInstancesFilter,
     RamFilter,
     VcpuFilter,
 )
@@ -61,14 +66,26 @@ class HostVerdict:
 
 
 def default_filters() -> list[HostFilter]:
-    """The standard filters, cheapest and most selective first."""
+    """The standard filters in their standard order, with no instance limit.
+
+    Cheap and selective rules come first, and rules that set hosts aside for some
+    requests (aggregate isolation) before capacity, so explain names the lasting
+    reason a host was turned down rather than how full it happens to be. The
+    broker builds the same list from ``[scheduler] filters`` (see
+    :mod:`federator.scheduler.loader`).
+    """
     return [
         EnabledFilter(),
         AvailabilityZoneFilter(),
         IgnoreHostsFilter(),
+        AggregateMultiTenancyIsolation(),
+        AggregateInstanceExtraSpecsFilter(),
+        AggregateImagePropertiesIsolation(),
         RamFilter(),
         VcpuFilter(),
         DiskFilter(),
+        NumInstancesFilter(),
+        AggregateNumInstancesFilter(),
         AntiAffinityFilter(),
         AffinityFilter(),
     ]

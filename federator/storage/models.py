@@ -120,6 +120,80 @@ class Host(ApiBase):
     ram_ratio: Mapped[float] = mapped_column(Float, default=1.0)
     disk_ratio: Mapped[float] = mapped_column(Float, default=1.0)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # What ``enabled`` (may the scheduler place here?) is derived from, with membership of
+    # an aggregate: the driver still reports the host, no administrator disabled it, it is
+    # not in maintenance (see federator.compute.membership).
+    reported: Mapped[bool] = mapped_column(Boolean, default=True)
+    admin_disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    admin_reason: Mapped[str] = mapped_column(Text, default="")
+    maintenance: Mapped[bool] = mapped_column(Boolean, default=False)
+    maintenance_reason: Mapped[str] = mapped_column(Text, default="")
+    maintenance_since: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class Aggregate(ApiBase):
+    """A host aggregate (Nova's os-aggregates): a named group of hosts with metadata.
+
+    The metadata key ``availability_zone`` puts the aggregate's hosts in that availability
+    zone. Names are unique whatever their case (``name_key`` is the casefolded name).
+    """
+
+    __tablename__ = "aggregates"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    name: Mapped[str] = mapped_column(String(255))
+    name_key: Mapped[str] = mapped_column(String(255), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class AggregateHost(ApiBase):
+    """A host's membership of an aggregate."""
+
+    __tablename__ = "aggregate_hosts"
+
+    aggregate_id: Mapped[int] = mapped_column(
+        ForeignKey("aggregates.id", ondelete="CASCADE"), primary_key=True
+    )
+    host_id: Mapped[int] = mapped_column(
+        ForeignKey("hosts.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class AggregateMetadata(ApiBase):
+    """One metadata key of an aggregate."""
+
+    __tablename__ = "aggregate_metadata"
+
+    aggregate_id: Mapped[int] = mapped_column(
+        ForeignKey("aggregates.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))
+
+
+class Migration(ApiBase):
+    """An instance being moved to another host of its zone (a drain), while it is moving.
+
+    The destination host's counters hold the instance's resources from the moment the row
+    is written (a move claim) until the move finishes, when the allocation points at the
+    destination and the source host's counters are given back, or is undone. The row goes
+    with either, so rows left behind are moves a crash interrupted.
+    """
+
+    __tablename__ = "migrations"
+
+    instance_uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    node: Mapped[str] = mapped_column(String(64))  # the broker process carrying it out
+    zone: Mapped[str] = mapped_column(String(64))
+    source_host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id"))
+    dest_host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id"))
+    was_active: Mapped[bool] = mapped_column(Boolean)
+    vcpus: Mapped[int] = mapped_column(Integer)
+    ram_mb: Mapped[int] = mapped_column(BigInteger)
+    disk_gb: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Allocation(ApiBase):

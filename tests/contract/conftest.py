@@ -151,6 +151,19 @@ def _openstack_broker(tmp: Path) -> Driver:
 FACTORIES.append(DriverFactory("openstack-broker", _openstack_broker))
 
 
+# --- libvirt: eight simulated hosts on libvirt's in-process test driver ------------------
+
+
+def _libvirt_test(tmp: Path) -> Driver:
+    from tests.support_libvirt import require_libvirt, zone_options
+
+    require_libvirt()
+    return load_zone("libvirt", zone_options(tmp / "hosts"), tmp)
+
+
+FACTORIES.append(DriverFactory("libvirt-test", _libvirt_test))
+
+
 def installed_with_defaults(name: str) -> DriverFactory:
     """The installed driver ``name`` with its default options."""
     return DriverFactory(name, lambda tmp: load_zone(name, {}, tmp))

@@ -19,6 +19,7 @@ from federator.driver import (
     FlavorSpec,
     InstanceNotFound,
     InstanceSpec,
+    PermanentError,
     PowerState,
     RemoteInstance,
 )
@@ -128,6 +129,51 @@ def test_stop_and_start_are_no_ops_when_already_there(driver: Driver) -> None:
     assert driver.start(uuid).state is PowerState.ACTIVE
     driver.stop(uuid)
     assert driver.stop(uuid).state is PowerState.SHUTOFF
+
+
+def test_pause_and_suspend_follow_the_capability(driver: Driver) -> None:
+    uuid = driver.create(make_spec(driver)).uuid
+    if not driver.capabilities().pause_suspend:
+        # Without the capability the calls are refused and change nothing.
+        for call in (driver.pause, driver.unpause, driver.suspend, driver.resume):
+            with pytest.raises(PermanentError):
+                call(uuid)
+        assert driver.get(uuid).state is PowerState.ACTIVE
+        return
+    assert driver.pause(uuid).state is PowerState.PAUSED
+    assert driver.pause(uuid).state is PowerState.PAUSED  # a no-op the second time
+    assert driver.get(uuid).state is PowerState.PAUSED
+    assert driver.unpause(uuid).state is PowerState.ACTIVE
+    assert driver.suspend(uuid).state is PowerState.SUSPENDED
+    assert driver.get(uuid).state is PowerState.SUSPENDED
+    assert [i.state for i in listed(driver) if i.uuid == uuid] == [PowerState.SUSPENDED]
+    assert driver.resume(uuid).state is PowerState.ACTIVE
+    assert driver.get(uuid).state is PowerState.ACTIVE
+
+
+def test_migrate_follows_the_capability(driver: Driver) -> None:
+    caps = driver.capabilities()
+    created = driver.create(make_spec(driver))
+    uuid = created.uuid
+    if not caps.cold_migrate:
+        with pytest.raises(PermanentError):
+            driver.migrate(uuid, created.host or "elsewhere")
+        assert driver.get(uuid).host == created.host
+        return
+    assert caps.host_scheduling, "moving between hosts needs hosts"
+    hosts = [h.name for h in driver.list_hosts()]
+    assert len(hosts) >= 2, "a zone of one host cannot show a move"
+    target = next(h for h in hosts if h != created.host)
+    driver.stop(uuid)
+    moved = driver.migrate(uuid, target)
+    assert (moved.uuid, moved.host, moved.state) == (uuid, target, PowerState.SHUTOFF)
+    assert driver.get(uuid).host == target
+    assert [i.host for i in listed(driver) if i.uuid == uuid] == [target]  # exactly one copy
+    assert driver.migrate(uuid, target).host == target  # already there: a no-op
+    with pytest.raises(PermanentError):
+        driver.migrate(uuid, "no-such-host")
+    assert driver.start(uuid).state is PowerState.ACTIVE
+    assert driver.get(uuid).host == target
 
 
 # --- delete and unknown instances -------------------------------------------------------

@@ -108,6 +108,12 @@ def all_servers(live: LiveBroker) -> list[dict[str, Any]]:
 def _toml_value(value: Any) -> str:
     if isinstance(value, (Path, str)):
         return json.dumps(str(value))
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return (
+            "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+        )
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
@@ -133,10 +139,15 @@ def write_broker_toml(
         lines += [f"{name} = {_toml_value(url)}" for name, url in cells.items()]
     for zone in zones or []:
         lines += ["", "[[zones]]"]
-        lines += [f"{k} = {_toml_value(v)}" for k, v in zone.items() if k != "options"]
+        lines += [
+            f"{k} = {_toml_value(v)}" for k, v in zone.items() if k not in ("options", "aggregates")
+        ]
         if zone.get("options"):
             lines += ["[zones.options]"]
             lines += [f"{k} = {_toml_value(v)}" for k, v in zone["options"].items()]
+        for aggregate in zone.get("aggregates") or []:
+            lines += ["[[zones.aggregates]]"]
+            lines += [f"{k} = {_toml_value(v)}" for k, v in aggregate.items()]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 

@@ -264,3 +264,18 @@ def test_a_lost_database_answers_503_without_leaking_its_address(
     assert name not in r.text and "postgresql" not in r.text
     # The API database still answers: the broker stays up and says which part failed.
     assert live.client.get(f"{live.compute}/flavors").status_code == 200
+
+
+@pytest.mark.parametrize("action", ["pause", "unpause", "suspend", "resume"])
+def test_pause_and_suspend_where_the_zone_cannot(one_server: LiveBroker, action: str) -> None:
+    live = one_server
+    sid = all_servers(live)[0]["id"]
+    r = live.client.post(f"{live.compute}/servers/{sid}/action", json={action: None})
+    error = check_error(r, 409)
+    if action in ("pause", "suspend"):  # allowed from ACTIVE, but the sim zone cannot
+        assert "does not support pause and suspend" in error["message"], error
+    else:  # unpause needs PAUSED, resume SUSPENDED
+        assert "while it is ACTIVE" in error["message"], error
+    live.wait_settled()
+    srv = live.server(sid)
+    assert (srv["status"], srv["OS-EXT-STS:task_state"]) == ("ACTIVE", None)

@@ -72,6 +72,9 @@ kind = "local"
 hosts = 4
 host_ram_mb = 12288
 boot_delay_ms = {delay}
+[[zones.aggregates]]
+name = "local"
+hosts = ["*"]
 
 [[zones]]
 name = "cloud-a"

@@ -75,3 +75,64 @@ def test_zone_errors(zones: list[dict[str, str]], needle: str) -> None:
     with pytest.raises(ConfigError) as exc:
         load_settings(None, zones=zones)
     assert needle in exc.value.message
+
+
+def test_the_embedded_local_zone_declares_an_aggregate_of_all_its_hosts() -> None:
+    local = next(z for z in load_settings(None).zones if z.kind == "local")
+    assert [(a.name, a.hosts, a.availability_zone) for a in local.aggregates] == [
+        ("local", ["*"], None)
+    ]
+
+
+def _zones_with(aggregates: list[dict[str, object]], **local: object) -> list[dict[str, object]]:
+    return [
+        {"name": "a", "driver": "sim", "kind": "local", "aggregates": aggregates, **local},
+        {"name": "b", "driver": "sim", "kind": "local"},
+        {"name": "cloud", "driver": "sim", "kind": "virtual"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("zones", "needle"),
+    [
+        (
+            _zones_with([{"name": "x", "availability_zone": "cloud"}]),
+            "availability zone 'cloud' is the name of virtual zone 'cloud'",
+        ),
+        (
+            _zones_with([{"name": "x", "availability_zone": "b"}]),
+            "is the name of local zone 'b'",
+        ),
+        (_zones_with([{"name": "x"}, {"name": "X"}]), "aggregate 'X' of zone 'a'"),
+        (
+            _zones_with([{"name": "x", "availability_zone": "a:1"}]),
+            "aggregates.0.availability_zone",
+        ),
+        (
+            _zones_with([{"name": "x", "metadata": {"availability_zone": "z"}}]),
+            "give the availability zone as availability_zone",
+        ),
+        (
+            [{"name": "cloud", "driver": "sim", "kind": "virtual", "aggregates": [{"name": "x"}]},
+             {"name": "a", "driver": "sim", "kind": "local"}],
+            "a virtual zone has none",
+        ),
+        (
+            [
+                *_zones_with([{"name": "x", "availability_zone": "az"}]),
+                {"name": "c", "driver": "sim", "kind": "local",
+                 "aggregates": [{"name": "y", "availability_zone": "az"}]},
+            ],
+            "already in zone 'a'",
+        ),
+    ],
+)  # fmt: skip
+def test_aggregate_declaration_errors(zones: list[dict[str, object]], needle: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_settings(None, zones=zones)
+    assert needle in exc.value.message
+
+
+def test_an_aggregate_may_take_its_own_zone_name_as_availability_zone() -> None:
+    s = load_settings(None, zones=_zones_with([{"name": "x", "availability_zone": "a"}]))
+    assert s.zones[0].aggregates[0].availability_zone == "a"

@@ -44,6 +44,17 @@ def show_flavor(flavor_id: str, broker: BrokerDep, base: BaseUrlDep) -> dict[str
 
 @router.get("/{flavor_id}/os-extra_specs")
 def flavor_extra_specs(flavor_id: str, broker: BrokerDep) -> dict[str, Any]:
-    """Always empty: flavors carry no extra specs (``openstack flavor show`` asks)."""
-    _by_id(broker, flavor_id)
-    return {"extra_specs": {}}
+    """The flavor's extra specs from the configuration (``openstack flavor show`` asks)."""
+    return {"extra_specs": dict(_by_id(broker, flavor_id).extra_specs)}
+
+
+@router.get("/{flavor_id}/os-extra_specs/{key}")
+def flavor_extra_spec(flavor_id: str, key: str, broker: BrokerDep) -> dict[str, Any]:
+    """One extra spec, ``{key: value}``; 404 when the flavor does not have it.
+
+    :raises NotFound: no such flavor, or no such key.
+    """
+    specs = _by_id(broker, flavor_id).extra_specs
+    if key not in specs:
+        raise NotFound(f"flavor {flavor_id} has no extra spec {key}", kind="extra spec", ident=key)
+    return {key: specs[key]}

@@ -1,4 +1,5 @@
-"""/servers: create, list, list detail, show, delete, and the start/stop/reboot actions."""
+"""/servers: create, list, list detail, show, delete, and the actions (start, stop, reboot,
+pause, unpause, suspend, resume)."""
 
 from __future__ import annotations
 
@@ -112,14 +113,13 @@ def server_action(
     given = body.model_fields_set
     if len(given) != 1:
         raise BadRequest(
-            "give exactly one action: os-start, os-stop or reboot",
+            "give exactly one action: os-start, os-stop, reboot, pause, unpause, suspend or resume",
             problems=[{"field": "body", "message": "exactly one action is required"}],
         )
-    if "os_start" in given:
-        broker.compute.action(rc, server_id, "start")
-    elif "os_stop" in given:
-        broker.compute.action(rc, server_id, "stop")
-    else:
+    (name,) = given
+    if name == "reboot":
         hard = body.reboot is not None and body.reboot.type == "HARD"
         broker.compute.action(rc, server_id, "reboot", hard=hard)
+    else:
+        broker.compute.action(rc, server_id, name.removeprefix("os_"))
     return Response(status_code=202)

@@ -1,4 +1,5 @@
-"""Availability zones (os-availability-zone) and the broker's zones with their load."""
+"""Availability zones (os-availability-zone): the zones and those host aggregates give;
+and the broker's zones with their load."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from federator.api.deps import BrokerDep, require_admin
 from federator.api.views import iso
 from federator.broker import Broker
 from federator.compute.inventory import zone_loads
+from federator.compute.membership import aggregate_zones
 from federator.exception import NotFound
 from federator.policy.evaluate import threshold_figures
 from federator.storage.models import Host, Zone
@@ -28,24 +30,40 @@ def _zones(broker: Broker) -> list[Zone]:
     return sorted((r for r in rows if r.name in order), key=lambda r: order[r.name])
 
 
+def _aggregate_azs(broker: Broker) -> dict[str, str]:
+    """Availability zones given by host aggregates (holding hosts), each with its zone."""
+    names = {z.name for z in broker.settings.zones}
+    found = aggregate_zones(broker.dbs.api)
+    return {az: found[az] for az in sorted(found) if az not in names}
+
+
 @az_router.get("")
 def list_azs(broker: BrokerDep) -> dict[str, Any]:
-    return {
-        "availabilityZoneInfo": [
-            {"zoneName": z.name, "zoneState": {"available": z.state == "available"}, "hosts": None}
-            for z in _zones(broker)
-        ]
-    }
+    """Every zone, then every availability zone a host aggregate gives (available while
+    the zone holding its hosts is)."""
+    zones = _zones(broker)
+    state = {z.name: z.state == "available" for z in zones}
+    info = [
+        {"zoneName": z.name, "zoneState": {"available": state[z.name]}, "hosts": None}
+        for z in zones
+    ]
+    info += [
+        {"zoneName": az, "zoneState": {"available": state.get(zone, False)}, "hosts": None}
+        for az, zone in _aggregate_azs(broker).items()
+    ]
+    return {"availabilityZoneInfo": info}
 
 
 @az_router.get("/detail", dependencies=[Depends(require_admin)])
 def list_azs_detail(broker: BrokerDep) -> dict[str, Any]:
-    """Zones with their hosts: admin only, as in Nova (clients fall back to the list)."""
+    """Availability zones with their hosts: admin only, as in Nova (clients fall back to
+    the list). A host is listed under its availability zone: its aggregate's, else its
+    zone's."""
     with broker.dbs.api.read() as s:
         hosts = list(s.scalars(select(Host).order_by(Host.zone, Host.name)))
-    by_zone: dict[str, dict[str, Any]] = {}
+    by_az: dict[str, dict[str, Any]] = {}
     for h in hosts:
-        by_zone.setdefault(h.zone, {})[h.name] = {
+        by_az.setdefault(h.az, {})[h.name] = {
             "nova-compute": {
                 "available": h.enabled,
                 "active": h.enabled,
@@ -53,13 +71,14 @@ def list_azs_detail(broker: BrokerDep) -> dict[str, Any]:
             }
         }
     info = []
-    for z in _zones(broker):
+    zones = _zones(broker)
+    for z in zones:
         remote = broker.drivers[z.name].capabilities().host_scheduling is False
         info.append(
             {
                 "zoneName": z.name,
                 "zoneState": {"available": z.state == "available"},
-                "hosts": by_zone.get(z.name)
+                "hosts": by_az.get(z.name)
                 or (
                     {
                         f"{z.name}-virtual": {
@@ -73,6 +92,15 @@ def list_azs_detail(broker: BrokerDep) -> dict[str, Any]:
                     if remote
                     else None
                 ),
+            }
+        )
+    state = {z.name: z.state == "available" for z in zones}
+    for az, zone in _aggregate_azs(broker).items():
+        info.append(
+            {
+                "zoneName": az,
+                "zoneState": {"available": state.get(zone, False)},
+                "hosts": by_az.get(az),
             }
         )
     return {"availabilityZoneInfo": info}

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Iterable
-from typing import ClassVar
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 from numpy.typing import NDArray
@@ -18,7 +18,18 @@ from numpy.typing import NDArray
 from federator.scheduler.hoststate import HostTable
 from federator.scheduler.request import HostRequest
 
-__all__ = ["HostFilter", "all_pass", "holds_name", "positions_in_slice", "resource_text"]
+if TYPE_CHECKING:
+    from federator.config import SchedulerConfig
+
+__all__ = [
+    "HostFilter",
+    "all_pass",
+    "holds_name",
+    "positions_in_slice",
+    "ratio_note",
+    "resource_text",
+    "values_text",
+]
 
 LOG = logging.getLogger(__name__)
 
@@ -28,10 +39,22 @@ class HostFilter(abc.ABC):
 
     Subclasses set ``name`` (shown in logs and in explain output, e.g.
     ``"RamFilter"``) and implement :meth:`mask` and :meth:`explain`, which must
-    agree: ``explain`` describes the figures ``mask`` decided on.
+    agree: ``explain`` describes the figures ``mask`` decided on. The broker
+    finds filters by their short entry-point name in the
+    ``federator.scheduler.filters`` namespace and builds each with
+    :meth:`from_config`.
     """
 
     name: ClassVar[str]
+
+    @classmethod
+    def from_config(cls, config: SchedulerConfig, options: Mapping[str, Any]) -> Self:
+        """Build the filter from the ``[scheduler]`` section; ``options`` is its table
+        under ``[scheduler.filter_options.<name>]``, given as keyword arguments.
+
+        :raises TypeError: the constructor does not take these options.
+        """
+        return cls(**options)
 
     @abc.abstractmethod
     def mask(self, table: HostTable, sl: slice, req: HostRequest) -> NDArray[np.bool_]:
@@ -104,3 +127,20 @@ def resource_text(what: str, unit: str, cap: int, used: int, requested: int) -> 
         f"free {what} {free}{unit} {op} requested {requested}{unit} "
         f"(schedulable {cap}{unit}, used {used}{unit})"
     )
+
+
+def ratio_note(table: HostTable, kind: str, i: int) -> str:
+    """``; allocation ratio 1.0 from aggregate metadata cpu_allocation_ratio`` when an
+    aggregate lowered the host's ratio (``kind`` one of cpu, ram, disk), else ""."""
+    ratio = table.aggregate_ratio(kind, i)
+    if ratio is None:
+        return ""
+    return f"; allocation ratio {ratio:g} from aggregate metadata {kind}_allocation_ratio"
+
+
+def values_text(values: Iterable[str], limit: int = 5) -> str:
+    """Metadata values for explain text: ``a,b,c``, cut after ``limit`` values."""
+    ordered = sorted(values)
+    if len(ordered) <= limit:
+        return ",".join(ordered)
+    return ",".join(ordered[:limit]) + f",... ({len(ordered)} values)"

@@ -1,4 +1,5 @@
-"""Reject hosts an operator has disabled."""
+"""Reject hosts that take no instances: disabled (by an administrator, in no aggregate,
+no longer reported by the driver) or in maintenance."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from federator.scheduler.request import HostRequest
 
 
 class EnabledFilter(HostFilter):
-    """Passes enabled hosts only."""
+    """Passes enabled hosts only; explains a rejection with the host's reason
+    (``disabled: not in any aggregate``, ``maintenance: kernel upgrade``)."""
 
     name = "EnabledFilter"
 
@@ -19,4 +21,6 @@ class EnabledFilter(HostFilter):
         return table.enabled[sl]
 
     def explain(self, table: HostTable, i: int, req: HostRequest) -> str:
-        return "host is enabled" if table.enabled[i] else "host is disabled"
+        if table.enabled[i]:
+            return "host is enabled"
+        return table.reason_at(i) or "host is disabled"

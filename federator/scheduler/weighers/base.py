@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import abc
 import math
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 from numpy.typing import NDArray
 
 from federator.scheduler.hoststate import HostTable
 from federator.scheduler.request import HostRequest
+
+if TYPE_CHECKING:
+    from federator.config import SchedulerConfig
 
 __all__ = ["HostWeigher", "normalize"]
 
@@ -24,8 +28,8 @@ class HostWeigher(abc.ABC):
     """One preference among hosts that passed the filters.
 
     ``free_capacity`` marks weighers that score free capacity: a ``"pack"``
-    request negates their multiplier so the fullest host wins. Other weighers
-    keep their sign under either weighing.
+    request (the policy's ``weighing`` of the zone) negates their multiplier so
+    the fullest host wins. Other weighers keep their sign under either weighing.
     """
 
     name: ClassVar[str]
@@ -38,6 +42,18 @@ class HostWeigher(abc.ABC):
         if not math.isfinite(value):
             raise ValueError(f"{self.name} multiplier must be finite, got {value!r}")
         self.multiplier: float = value
+
+    @classmethod
+    def from_config(
+        cls, config: SchedulerConfig, multiplier: float | None, options: Mapping[str, Any]
+    ) -> Self:
+        """Build the weigher from its ``[[scheduler.weighers]]`` entry: its multiplier
+        (None: :attr:`default_multiplier`) and its ``options`` as keyword arguments.
+
+        :raises TypeError: the constructor does not take these options.
+        :raises ValueError: the multiplier is not finite.
+        """
+        return cls(multiplier, **options)
 
     @abc.abstractmethod
     def weigh(

@@ -419,3 +419,60 @@ def test_racing_creates_never_overfill_a_host(tmp_path: Path) -> None:
 
     assert made.count(True) == 4
     assert len(uuids(drivers[0])) == 4
+
+
+def test_ex_add_hosts_adds_hosts_that_persist(tmp_path: Path) -> None:
+    driver = make_driver(tmp_path, hosts=2)
+    assert driver.ex_add_hosts(2) == ["z1-host-003", "z1-host-004"]
+    assert [h.name for h in driver.list_hosts()] == [f"z1-host-00{n}" for n in range(1, 5)]
+    assert driver.create(spec(0, host="z1-host-004")).host == "z1-host-004"
+    assert driver.health().detail == "4 hosts, 1 instances"
+    driver.close()
+    again = make_driver(tmp_path, hosts=2)
+    assert len(again.list_hosts()) == 4
+    with pytest.raises(ValueError):
+        again.ex_add_hosts(0)
+
+
+def test_migrate_moves_an_instance_in_its_state(tmp_path: Path) -> None:
+    driver = make_driver(tmp_path, hosts=2)
+    uuid = spec(0).uuid
+    first = driver.create(spec(0, host="z1-host-001"))
+    driver.stop(uuid)
+    moved = driver.migrate(uuid, "z1-host-002")
+    assert (moved.host, moved.state, moved.remote_id) == (
+        "z1-host-002",
+        PowerState.SHUTOFF,
+        first.remote_id,
+    )
+    assert driver.get(uuid).host == "z1-host-002"
+    usage = {h.name: h.extra["instances"] for h in driver.list_hosts()}
+    assert usage == {"z1-host-001": 0, "z1-host-002": 1}
+    assert driver.migrate(uuid, "z1-host-002").host == "z1-host-002"  # no-op
+
+
+def test_migrate_failures_leave_the_instance_where_it_was(tmp_path: Path) -> None:
+    big = FlavorSpec(name="m1.large", vcpus=4, ram_mb=8192, disk_gb=80)
+    driver = make_driver(tmp_path, hosts=2)
+    driver.create(spec(0, host="z1-host-001", flavor=big))
+    driver.create(spec(1, host="z1-host-002", flavor=big))
+    uuid = spec(0).uuid
+    with pytest.raises(CapacityError, match="z1-host-002 lacks RAM MiB"):
+        driver.migrate(uuid, "z1-host-002")
+    with pytest.raises(PermanentError, match="unknown host"):
+        driver.migrate(uuid, "elsewhere")
+    with pytest.raises(InstanceNotFound):
+        driver.migrate(str(uuidlib.uuid4()), "z1-host-002")
+    driver.delete(spec(1).uuid)
+    driver.ex_inject("transient")
+    with pytest.raises(TransientError, match="relocating"):
+        driver.migrate(uuid, "z1-host-002")
+    assert driver.get(uuid).host == "z1-host-001"
+    assert driver.migrate(uuid, "z1-host-002").host == "z1-host-002"
+
+
+def test_migrate_needs_exposed_hosts(tmp_path: Path) -> None:
+    driver = make_driver(tmp_path, expose_hosts=False)
+    created = driver.create(spec(0))
+    with pytest.raises(PermanentError, match="does not expose hosts"):
+        driver.migrate(created.uuid, "z1-host-002")

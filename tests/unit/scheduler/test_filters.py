@@ -36,6 +36,22 @@ def test_enabled_filter() -> None:
     assert f.explain(t, 1, req()) == "host is disabled"
 
 
+def test_enabled_filter_explains_why_a_host_takes_nothing() -> None:
+    t = table(
+        row("new", enabled=False, disabled_reason="disabled: not in any aggregate"),
+        row("fixing", enabled=False, disabled_reason="maintenance: kernel upgrade"),
+        row("on"),
+    )
+    f = EnabledFilter()
+    assert f.mask(t, t.zone_slice("z1"), req()).tolist() == [False, False, True]
+    assert f.explain(t, 0, req()) == "disabled: not in any aggregate"
+    assert f.explain(t, 1, req()) == "maintenance: kernel upgrade"
+    t.set_enabled(0, True, "ignored when enabling")
+    assert (t.reason_at(0), f.explain(t, 0, req())) == ("", "host is enabled")
+    t.set_enabled(2, False, "disabled: broken fan")
+    assert f.explain(t, 2, req()) == "disabled: broken fan"
+
+
 def test_ram_filter_uses_ratio_and_usage() -> None:
     t = table(
         row("fits", ram_mb=2048, ram_used_mb=1024),  # free 1024: exactly enough

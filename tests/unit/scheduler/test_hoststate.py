@@ -108,6 +108,16 @@ def test_set_enabled() -> None:
         t.set_enabled(-1, True)
 
 
+def test_aggregate_metadata_and_reasons_ride_along() -> None:
+    meta = {"ssd": frozenset({"true"}), "availability_zone": frozenset({"az1"})}
+    t = table(row("h1", metadata=meta), row("h2", enabled=False, disabled_reason="disabled: x"))
+    assert t.metadata_at(0) == meta
+    assert t.metadata_at(1) == {}
+    assert (t.reason_at(0), t.reason_at(1)) == ("", "disabled: x")
+    assert t.row_at(0).metadata == meta
+    assert t.row_at(1).disabled_reason == "disabled: x"
+
+
 def test_az_codes_decode() -> None:
     t = table(row("h1", az="b"), row("h2", az="a"), row("h3", az="b"))
     assert t.az_code.dtype == np.int32

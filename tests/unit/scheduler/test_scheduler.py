@@ -37,16 +37,21 @@ def test_defaults() -> None:
     assert [f.name for f in s.filters] == [f.name for f in default_filters()]
     assert [w.name for w in s.weighers] == ["RamWeigher", "VcpuWeigher", "InstancesWeigher"]
     assert len(default_weighers()) == 3
-    assert {f.name for f in default_filters()} == {
+    assert [f.name for f in default_filters()] == [
         "EnabledFilter",
         "AvailabilityZoneFilter",
         "IgnoreHostsFilter",
+        "AggregateMultiTenancyIsolation",
+        "AggregateInstanceExtraSpecsFilter",
+        "AggregateImagePropertiesIsolation",
         "RamFilter",
         "VcpuFilter",
         "DiskFilter",
+        "NumInstancesFilter",
+        "AggregateNumInstancesFilter",
         "AntiAffinityFilter",
         "AffinityFilter",
-    }
+    ]
 
 
 def test_select_orders_best_first_and_respects_limit() -> None:
