@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -285,6 +285,15 @@ class Driver(abc.ABC):
 
         :raises InstanceNotFound, TransientError, AuthError:
         """
+
+    def watch(self, callback: Callable[[str, PowerState], None]) -> Callable[[], None] | None:
+        """Call ``callback(uuid, state)`` when an instance of this zone changes state.
+
+        Calls come from a thread of the driver's and must return quickly. Returns the
+        function that stops them, or None when the driver has no events (the default):
+        the monitor's periodic sync then is the only way changes come back.
+        """
+        return None
 
     def migrate(self, uuid: str, host: str) -> RemoteInstance:
         """Move instance ``uuid`` to ``host`` of this zone, keeping its power state (a cold

@@ -12,13 +12,16 @@ libvirt does not enforce capacity: a test host accepts a 10 TiB domain. The brok
 own accounting is the authority; :meth:`LibvirtDriver.list_hosts` reports each host's
 totals and nothing else.
 
-Beyond the contract the driver offers:
+Of the contract's optional parts the driver has:
 
 * :meth:`~LibvirtDriver.pause`, :meth:`~LibvirtDriver.unpause` (freeze in memory),
   :meth:`~LibvirtDriver.suspend` and :meth:`~LibvirtDriver.resume` (save to disk with
   libvirt's managed save, and restore);
-* :meth:`~LibvirtDriver.ex_watch`: lifecycle events of the broker's domains;
-* :meth:`~LibvirtDriver.ex_connection`: a host's ``virConnect``, for operators and tests.
+* :meth:`~LibvirtDriver.migrate`: cold migration to another host;
+* :meth:`~LibvirtDriver.watch`: lifecycle events of the broker's domains.
+
+Beyond the contract, :meth:`~LibvirtDriver.ex_connection` gives a host's ``virConnect``,
+for operators and tests.
 
 Time is injectable: replace :attr:`~LibvirtDriver.sleep`, :attr:`~LibvirtDriver.monotonic`
 and :attr:`~LibvirtDriver.clock` on an instance.
@@ -489,9 +492,9 @@ class LibvirtDriver(Driver):
 
         return self._act(uuid, "resume", act)
 
-    # --- beyond the contract: operator helpers ---------------------------------------
+    # --- events, and beyond the contract: operator helpers -------------------------
 
-    def ex_watch(self, callback: Watcher) -> Callable[[], None]:
+    def watch(self, callback: Watcher) -> Callable[[], None]:
         """Call ``callback(uuid, PowerState)`` for lifecycle events of this zone's domains.
 
         Events come from every host, in the order each host raised them, on one thread

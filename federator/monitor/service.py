@@ -2,7 +2,9 @@
 
 Per zone, three jobs: ``load:<zone>`` (health probe and host inventory), ``sync:<zone>``
 (records, vanished instances and remote usage from the driver's listing) and
-``orphans:<zone>``; plus the node heartbeat and the scheduler cache refresh. The thread
+``orphans:<zone>``; plus the node heartbeat and the scheduler cache refresh. A zone whose
+driver has events (``watch``) also gets ``events:<zone>``: each event brings that one
+record up to date at once, on the same thread pool, without waiting for the next sync. The thread
 pool has a thread for every job, so a slow or unreachable zone never delays another zone
 or another job. Jobs never overlap themselves (``max_instances=1``) and missed runs
 coalesce into one.
@@ -18,10 +20,11 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from federator.compute.context import ComputeContext
+from federator.driver import PowerState
 from federator.monitor import jobs
 from federator.monitor.jobs import JobRecord
 from federator.monitor.orphans import find_orphans
-from federator.monitor.sync import ZoneMemory, sync_zone
+from federator.monitor.sync import ZoneMemory, sync_instance, sync_zone
 
 LOG = logging.getLogger(__name__)
 
@@ -31,6 +34,7 @@ class Monitor:
         self.ctx = ctx
         self.records: dict[str, JobRecord] = {}
         self.memory = {z.name: ZoneMemory() for z in ctx.settings.zones}
+        self._cancels: list[Callable[[], None]] = []
         workers = 3 * len(ctx.settings.zones) + 2
         self._scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(workers)},
@@ -63,7 +67,31 @@ class Monitor:
             self._add(f"orphans:{name}", mon.orphan_interval, find_orphans, self.ctx, name)
         self._add("hosts-cache", mon.load_interval, jobs.refresh_hosts_cache, self.ctx)
         self._scheduler.start()
+        for zone in self.ctx.settings.zones:
+            self._watch(zone.name)
         LOG.info("monitor started with %d job(s)", len(self.records))
+
+    def _watch(self, zone: str) -> None:
+        record = JobRecord(name=f"events:{zone}")
+
+        def on_event(uuid: str, state: PowerState) -> None:
+            # Called on the driver's thread: hand the work to the pool and return.
+            if self._scheduler.running:
+                self._scheduler.add_job(
+                    jobs.timed,
+                    args=(record, sync_instance, self.ctx, zone, uuid),
+                    name=f"events:{zone}",
+                    misfire_grace_time=None,
+                )
+
+        try:
+            cancel = self.ctx.drivers[zone].watch(on_event)
+        except Exception as exc:  # a zone without events still has its periodic sync
+            LOG.warning("zone %s: no events: %s", zone, exc)
+            return
+        if cancel is not None:
+            self.records[record.name] = record
+            self._cancels.append(cancel)
 
     def run_now(self, name: str) -> JobRecord:
         """Run one job synchronously (admin call and tests)."""
@@ -74,5 +102,8 @@ class Monitor:
         return self.records[name]
 
     def stop(self) -> None:
+        for cancel in self._cancels:
+            cancel()
+        self._cancels.clear()
         if self._scheduler.running:
             self._scheduler.shutdown(wait=True)

@@ -32,7 +32,7 @@ from federator import errors
 from federator.compute import claims
 from federator.compute.context import ComputeContext
 from federator.compute.records import CELL0, aware
-from federator.driver import PowerState, RemoteInstance
+from federator.driver import InstanceNotFound, PowerState, RemoteInstance
 from federator.monitor.load import RemoteUsage, figures, store_remote_usage
 from federator.storage.db import Database
 from federator.storage.events import record_event
@@ -114,6 +114,31 @@ def sync_zone(
         deleted=deleted,
         unrecorded=unrecorded,
     )
+
+
+def sync_instance(ctx: ComputeContext, zone: str, uuid: str, *, clock: Clock = utcnow) -> str:
+    """Bring one record up to date with what the driver reports now (after an event).
+
+    The same rules as a sync run apply: a record a worker is acting on, or written after
+    this call began, is left alone. An instance the driver no longer has is left to the
+    next complete sync, which alone judges instances vanished.
+    """
+    started = clock()
+    driver = ctx.drivers[zone]
+    try:
+        remote = driver.get(uuid)
+    except InstanceNotFound:
+        return f"{uuid}: not found in the zone; the next sync judges it"
+    changed, _ = _apply_batch(
+        ctx,
+        ctx.cells[ctx.cell_of_zone(zone)],
+        zone,
+        [remote],
+        started,
+        not driver.capabilities().host_scheduling,
+        RemoteUsage(),
+    )
+    return f"{uuid}: {remote.state.value}" + (", record updated" if changed else "")
 
 
 def _apply_batch(

@@ -284,3 +284,34 @@ def test_drain_cold_migrates_domains_to_other_hosts(libvirt_broker: LiveBroker) 
     ledger = check_ledger(live.broker.dbs)
     _check_hypervisors_match_the_ledger(live, ledger)
     assert {h.name: h.instances for h in ledger.hosts}[source] == 0
+
+
+def test_lifecycle_events_update_records_before_any_sync(
+    tmp_path: Path, live_broker_factory: Callable[..., LiveBroker]
+) -> None:
+    require_libvirt()
+    zone = libvirt_zone(
+        ZONE, tmp_path / "hosts", disk_gb=DISK_GB, stop_timeout=2, stop_poll_interval=0.01
+    )
+    hour = 3600.0  # no periodic sync or load run can happen during the test
+    settings = make_settings(
+        tmp_path,
+        zones=[zone],
+        policy={"version": "libvirt.events", "zones": {}},
+        workers={"count": 4, "poll_interval": 0.05},
+        monitor={"sync_interval": hour, "load_interval": hour, "orphan_interval": hour},
+    )
+    live = live_broker_factory(settings, monitor=True)
+    sid = live.boot("evented", flavor="m1.small")
+    host = live.wait_status(sid, "ACTIVE")["OS-EXT-SRV-ATTR:host"]
+    dom = _driver(live).ex_connection(host).lookupByUUIDString(sid)
+    dom.destroy()  # behind the broker's back, as an operator on the hypervisor would
+    live.wait_status(sid, "SHUTOFF", timeout=10)
+    dom.create()
+    live.wait_status(sid, "ACTIVE", timeout=10)
+    dom.suspend()  # libvirt's word for pause
+    live.wait_status(sid, "PAUSED", timeout=10)
+    r = live.client.get(f"{live.url}/federator/v1/monitor")
+    jobs = {j["name"]: j for j in r.json()["jobs"]}
+    assert jobs[f"sync:{ZONE}"]["runs"] == 0, jobs[f"sync:{ZONE}"]
+    assert jobs[f"events:{ZONE}"]["runs"] >= 3, jobs[f"events:{ZONE}"]

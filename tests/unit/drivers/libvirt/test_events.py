@@ -46,7 +46,7 @@ class Recorder:
 def test_create_stop_start_delete_produce_events(make_driver: MakeDriver) -> None:
     driver = make_driver()
     seen = Recorder()
-    driver.ex_watch(seen)
+    driver.watch(seen)
     uuid = driver.create(make_spec("host2")).uuid
     assert seen.wait_for(uuid, [PowerState.ACTIVE]) == [PowerState.ACTIVE]
     driver.stop(uuid)
@@ -61,7 +61,7 @@ def test_create_stop_start_delete_produce_events(make_driver: MakeDriver) -> Non
 def test_pause_and_suspend_produce_events(make_driver: MakeDriver) -> None:
     driver = make_driver()
     seen = Recorder()
-    driver.ex_watch(seen)
+    driver.watch(seen)
     uuid = driver.create(make_spec("host1")).uuid
     driver.pause(uuid)
     driver.unpause(uuid)
@@ -76,7 +76,7 @@ def test_pause_and_suspend_produce_events(make_driver: MakeDriver) -> None:
 def test_only_the_zones_own_domains_are_reported(make_driver: MakeDriver) -> None:
     driver = make_driver()
     seen = Recorder()
-    driver.ex_watch(seen)
+    driver.watch(seen)
     foreign = str(uuidlib.uuid4())
     define_by_hand(driver, "host1", foreign).destroy()
     mine = driver.create(make_spec("host1")).uuid
@@ -94,9 +94,9 @@ def test_watching_can_stop_and_a_failing_watcher_does_not_stop_others(
     def broken(_uuid: str, _state: PowerState) -> None:
         raise RuntimeError("watcher bug")
 
-    driver.ex_watch(broken)
-    cancel = driver.ex_watch(stopped)
-    driver.ex_watch(seen)
+    driver.watch(broken)
+    cancel = driver.watch(stopped)
+    driver.watch(seen)
     cancel()
     uuid = driver.create(make_spec("host3")).uuid
     assert seen.wait_for(uuid, [PowerState.ACTIVE]) == [PowerState.ACTIVE]
@@ -106,7 +106,7 @@ def test_watching_can_stop_and_a_failing_watcher_does_not_stop_others(
 def test_hosts_connected_later_deliver_events_too(make_driver: MakeDriver) -> None:
     driver: LibvirtDriver = make_driver()
     seen = Recorder()
-    driver.ex_watch(seen)  # opens every host and registers on each
+    driver.watch(seen)  # opens every host and registers on each
     uuids = [driver.create(make_spec(f"host{n}", n=n)).uuid for n in (1, 2, 3)]
     for uuid in uuids:
         assert seen.wait_for(uuid, [PowerState.ACTIVE]) == [PowerState.ACTIVE]
