@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from keystoneauth1 import exceptions as ks
 from openstack import exceptions as sdk
@@ -125,3 +127,19 @@ def test_exactly_one_credential_source() -> None:
         }
     )
     assert "hunter2-secret" not in repr(opts) and "hunter2-secret" not in str(opts.model_dump())
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("2026-11-21T07:38:06.000000", datetime(2026, 11, 21, 7, 38, 6, tzinfo=UTC)),
+        ("2026-11-21T07:38:06Z", datetime(2026, 11, 21, 7, 38, 6, tzinfo=UTC)),
+        (None, None),
+        ("", None),
+        ("yesterday", None),
+    ],
+)
+def test_launch_time_is_read_as_utc(raw: object, expected: datetime | None) -> None:
+    from drivers.openstack.driver import _launched_at
+
+    assert _launched_at(raw) == expected
