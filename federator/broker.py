@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from federator import embedded
 from federator.compute.context import ComputeContext
 from federator.compute.inventory import HostCache, sync_zones
+from federator.compute.maintenance import Drainer
 from federator.compute.queue import TaskQueue
 from federator.compute.service import ComputeService
 from federator.compute.workers import WorkerPool
@@ -161,11 +162,19 @@ class Broker:
             raise
 
     def start(self, *, workers: bool = True, monitor: bool = True) -> None:
-        """Resume this node's unfinished tasks, then start workers and monitor."""
+        """Resume this node's unfinished tasks, settle host moves a crash interrupted, then
+        start workers and monitor."""
         self.queue.heartbeat(os.getpid())
         resumed = self.queue.requeue_own()
         if resumed:
             LOG.warning("resuming %d task(s) left running by this node's previous run", resumed)
+        try:
+            settled = Drainer(self.ctx).reconcile()
+        except Exception:  # a zone that cannot be asked now is settled by a later drain
+            LOG.exception("could not settle host moves left by a previous run")
+        else:
+            if settled:
+                LOG.warning("settled %d host move(s) left by a previous run", settled)
         if workers:
             self.workers.start()
         if monitor:

@@ -22,8 +22,8 @@ One instance moves in these steps, each leaving the databases consistent:
    started again if it was ACTIVE. Anywhere else: the destination's counters are given
    back (the row goes with them) and the instance is started again on its source.
 
-A crash between 2 and 4 leaves a ``migrations`` row; the next drain, host list or host
-show settles it the same way (rows of another live broker process are left to it).
+A crash between 2 and 4 leaves a ``migrations`` row; the broker's next start (and any
+drain, host list or host show) settles it the same way (rows of another live broker process are left to it).
 """
 
 from __future__ import annotations
