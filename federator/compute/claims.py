@@ -169,22 +169,7 @@ def release(db: Database, instance_uuid: str) -> Released | None:
                 updated_at=utcnow(),
             )
         )
-        usage: Usage | None = None
-        if host_id is not None:
-            row = s.execute(
-                update(Host)
-                .where(Host.id == host_id)
-                .values(
-                    ram_used_mb=Host.ram_used_mb - ram_mb,
-                    vcpus_used=Host.vcpus_used - vcpus,
-                    disk_used_gb=Host.disk_used_gb - disk_gb,
-                    instances=Host.instances - 1,
-                    updated_at=utcnow(),
-                )
-                .returning(Host.vcpus_used, Host.ram_used_mb, Host.disk_used_gb, Host.instances)
-            ).first()
-            if row is not None:
-                usage = Usage(host_id, row[0], row[1], row[2], row[3])
+        usage = None if host_id is None else _give_back(s, host_id, vcpus, ram_mb, disk_gb)
     return Released(zone, usage)
 
 
@@ -314,8 +299,9 @@ def undo_move(db: Database, instance_uuid: str) -> int | None:
     return int(dest)
 
 
-def _give_back(s: Session, host_id: int, vcpus: int, ram_mb: int, disk_gb: int) -> None:
-    s.execute(
+def _give_back(s: Session, host_id: int, vcpus: int, ram_mb: int, disk_gb: int) -> Usage | None:
+    """Take one instance's resources off a host's counters; its usage after, if it exists."""
+    row = s.execute(
         update(Host)
         .where(Host.id == host_id)
         .values(
@@ -325,7 +311,9 @@ def _give_back(s: Session, host_id: int, vcpus: int, ram_mb: int, disk_gb: int) 
             instances=Host.instances - 1,
             updated_at=utcnow(),
         )
-    )
+        .returning(Host.vcpus_used, Host.ram_used_mb, Host.disk_used_gb, Host.instances)
+    ).first()
+    return None if row is None else Usage(host_id, row[0], row[1], row[2], row[3])
 
 
 def _take_on_host(res: Resources, *which: Any) -> Any:

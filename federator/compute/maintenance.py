@@ -23,7 +23,8 @@ One instance moves in these steps, each leaving the databases consistent:
    back (the row goes with them) and the instance is started again on its source.
 
 A crash between 2 and 4 leaves a ``migrations`` row; the broker's next start (and any
-drain, host list or host show) settles it the same way (rows of another live broker process are left to it).
+drain, host list or host show) settles it the same way (rows of another live broker
+process are left to it).
 """
 
 from __future__ import annotations
