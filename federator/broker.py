@@ -17,14 +17,14 @@ from dataclasses import dataclass
 
 from federator import embedded
 from federator.compute.context import ComputeContext
-from federator.compute.inventory import HostCache, sync_zones
-from federator.compute.maintenance import Drainer
 from federator.compute.queue import TaskQueue
 from federator.compute.service import ComputeService
 from federator.compute.workers import WorkerPool
 from federator.config import Settings
 from federator.driver import Driver, DriverError
 from federator.exception import FederatorError
+from federator.hosts.inventory import HostCache, sync_zones
+from federator.hosts.maintenance import Drainer
 from federator.identity.bootstrap import identity_config
 from federator.identity.model import Directory
 from federator.identity.service import IdentityService

@@ -21,7 +21,6 @@ from federator import errors
 from federator.compute import claims
 from federator.compute.bootspec import BootSpec
 from federator.compute.context import ComputeContext
-from federator.compute.inventory import zone_loads
 from federator.compute.queue import TaskRef
 from federator.compute.records import CELL0
 from federator.compute.refs import placement_zone
@@ -36,6 +35,7 @@ from federator.driver import (
     RemoteInstance,
     TransientError,
 )
+from federator.hosts.inventory import zone_loads
 from federator.policy.evaluate import Candidate, PlacementRequest, Ranking, ZoneLoad, rank
 from federator.scheduler.request import HostRequest
 from federator.storage.models import BuildRequest, Instance, InstanceMapping, RequestSpec, utcnow

@@ -7,10 +7,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from federator.compute.inventory import HostCache
 from federator.compute.queue import TaskQueue
 from federator.config import FlavorConfig, Settings
 from federator.driver import Driver
+from federator.hosts.inventory import HostCache
 from federator.policy.store import PolicyStore
 from federator.scheduler.scheduler import HostScheduler
 from federator.storage.db import Database

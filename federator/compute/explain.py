@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from federator.compute.context import ComputeContext
-from federator.compute.inventory import zone_loads
 from federator.compute.refs import placement_zone, resolve
+from federator.hosts.inventory import zone_loads
 from federator.policy.evaluate import PlacementRequest, rank, threshold_figures
 from federator.scheduler.request import HostRequest
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from federator.compute import membership
 from federator.config import FlavorConfig, ImageConfig, Settings
 from federator.exception import BadRequest
+from federator.hosts import membership
 from federator.storage.db import Database
 
 

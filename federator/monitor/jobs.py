@@ -8,9 +8,9 @@ import time
 from dataclasses import dataclass, field
 
 from federator.compute.context import ComputeContext
-from federator.compute.inventory import sync_hosts
 from federator.compute.zonestate import record_zone_failure, record_zone_success
 from federator.driver import DriverError
+from federator.hosts.inventory import sync_hosts
 from federator.monitor.capabilities import poll_capabilities, store_report
 
 LOG = logging.getLogger(__name__)

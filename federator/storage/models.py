@@ -122,7 +122,7 @@ class Host(ApiBase):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     # What ``enabled`` (may the scheduler place here?) is derived from, with membership of
     # an aggregate: the driver still reports the host, no administrator disabled it, it is
-    # not in maintenance (see federator.compute.membership).
+    # not in maintenance (see federator.hosts.membership).
     reported: Mapped[bool] = mapped_column(Boolean, default=True)
     admin_disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     admin_reason: Mapped[str] = mapped_column(Text, default="")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import MetaData, insert, select
 
-from federator.compute import membership
+from federator.hosts import membership
 from federator.storage import migrate
 from federator.storage.db import Database
 from federator.storage.models import Aggregate, Host

@@ -13,9 +13,9 @@ from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from federator.api.deps import BrokerDep, require_admin
-from federator.compute.aggregates import AggregateService, AggregateView
 from federator.config import AggregateName
 from federator.exception import BadRequest
+from federator.hosts.aggregates import AggregateService, AggregateView
 
 router = APIRouter(
     prefix="/os-aggregates", tags=["aggregates"], dependencies=[Depends(require_admin)]

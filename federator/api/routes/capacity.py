@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from federator.api.deps import BrokerDep
-from federator.compute.inventory import zone_loads
+from federator.hosts.inventory import zone_loads
 from federator.policy.headroom import Room, headroom
 
 router = APIRouter(prefix="/capacity", tags=["capacity"])

@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from federator.api.deps import BrokerDep
 from federator.api.views import iso
-from federator.compute.hosts import HostService, HostView, ServerOnHost
-from federator.compute.maintenance import Drainer, MoveReport
+from federator.hosts.maintenance import Drainer, MoveReport
+from federator.hosts.service import HostService, HostView, ServerOnHost
 
 router = APIRouter(prefix="/hosts", tags=["hosts (broker)"])
 

@@ -11,9 +11,9 @@ from sqlalchemy import case, func, select
 from federator.api.deps import BrokerDep, require_admin
 from federator.api.views import iso
 from federator.broker import Broker
-from federator.compute.inventory import zone_loads
-from federator.compute.membership import aggregate_zones
 from federator.exception import NotFound
+from federator.hosts.inventory import zone_loads
+from federator.hosts.membership import aggregate_zones
 from federator.policy.evaluate import threshold_figures
 from federator.storage.models import Host, Zone
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from federator.compute.inventory import reported_limits, zone_loads
 from federator.driver import AzCapacity, TransientError, ZoneCapacity
+from federator.hosts.inventory import reported_limits, zone_loads
 from federator.monitor.capabilities import poll_capabilities
 from federator.policy.evaluate import Limits
 from tests.unit.monitor.rig import open_broker

@@ -1,7 +1,7 @@
 """Host aggregates as the API asks for them (Nova's os-aggregates).
 
 Each call is one API-database transaction that checks the rules of
-:mod:`federator.compute.membership` before changing anything, then refreshes the
+:mod:`federator.hosts.membership` before changing anything, then refreshes the
 scheduler's host table, so a host joining or leaving an aggregate or an availability
 zone counts for the very next placement made by this process (others see it at their
 next periodic refresh).
@@ -16,10 +16,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from federator.compute import membership
 from federator.compute.context import ComputeContext
-from federator.compute.membership import AggregateView
 from federator.exception import BadRequest, Conflict
+from federator.hosts import membership
+from federator.hosts.membership import AggregateView
 from federator.storage.models import Aggregate
 
 __all__ = ["AggregateService", "AggregateView"]

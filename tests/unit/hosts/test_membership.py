@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from federator.compute import membership
 from federator.config import AggregateConfig, ZoneConfig
 from federator.exception import BadRequest, Conflict, NotFound
+from federator.hosts import membership
 from federator.storage.db import Database
 from federator.storage.models import ApiBase, Host, Zone
 

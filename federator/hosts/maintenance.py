@@ -38,10 +38,10 @@ from sqlalchemy import select, update
 
 from federator.compute import claims
 from federator.compute.context import ComputeContext
-from federator.compute.hosts import HostService, get_host
 from federator.compute.records import CELL0
 from federator.driver import Driver, DriverError, InstanceNotFound, PowerState, RemoteInstance
 from federator.exception import Conflict
+from federator.hosts.service import HostService, get_host
 from federator.policy.evaluate import zone_weighing
 from federator.scheduler.request import HostRequest
 from federator.storage.models import (

@@ -17,10 +17,10 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from federator.compute import membership
 from federator.compute.context import ComputeContext
 from federator.compute.records import Records
 from federator.exception import NotFound
+from federator.hosts import membership
 from federator.storage.models import Allocation, Host, Migration, utcnow
 
 __all__ = ["HostService", "HostView", "ServerOnHost"]

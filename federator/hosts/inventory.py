@@ -15,9 +15,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from federator.compute import membership
 from federator.config import Settings, ZoneConfig
 from federator.driver import HostInfo
+from federator.hosts import membership
 from federator.policy.evaluate import Limits, ZoneLoad
 from federator.scheduler.hoststate import HostRow, HostTable
 from federator.storage.db import Database
