@@ -299,6 +299,14 @@ def test_parent_fills_local_then_child1_then_child2_then_cell0(
             lambda: stray_uuid not in _child_servers(child2, pa),
             20,
         )
+
+    def orphan_deleted() -> bool:
+        # The event is written once the driver's delete has returned, which is after the
+        # stray has left the child's listing.
+        found = a.client.get(f"{a.url}/federator/v1/monitor/events").json()["events"]
+        return any(e["kind"] == "orphan" and e["action"] == "delete" for e in found)
+
+    _deadline_wait("parent A to record the orphan it deleted", orphan_deleted, 20)
     events = a.client.get(f"{a.url}/federator/v1/monitor/events").json()["events"]
     orphans = [e for e in events if e["kind"] == "orphan"]  # newest first
     shown = "\n".join(f"{e['action']}: {e['detail']}" for e in events)
