@@ -23,6 +23,7 @@ from federator.compute.workers import WorkerPool
 from federator.config import Settings
 from federator.driver import Driver, DriverError
 from federator.exception import FederatorError
+from federator.groups.service import GroupService
 from federator.hosts.inventory import HostCache, sync_zones
 from federator.hosts.maintenance import Drainer
 from federator.identity.bootstrap import identity_config
@@ -101,6 +102,7 @@ class Broker:
             queue=self.queue,
         )
         self.compute = ComputeService(self.ctx)
+        self.groups = GroupService(self.ctx)
         self.workers = WorkerPool(self.ctx)
         self.monitor = Monitor(self.ctx)
         self._started = False

@@ -173,8 +173,9 @@ PluginName = Annotated[str, StringConstraints(min_length=1, max_length=64, strip
 class WeigherConfig(_Strict):
     """One weigher (namespace federator.scheduler.weighers) and how much it counts.
 
-    ``multiplier`` unset: the weigher's default (ram 1.0, vcpu 1.0, instances 0.5); 0
-    turns it off. ``options`` are passed to a plugin weigher's constructor.
+    ``multiplier`` unset: the weigher's default (ram 1.0, vcpu 1.0, instances 0.5,
+    soft_affinity and soft_anti_affinity 10.0); 0 turns it off. ``options`` are passed to
+    a plugin weigher's constructor.
     """
 
     name: PluginName
@@ -183,7 +184,10 @@ class WeigherConfig(_Strict):
 
 
 def _default_weighers() -> list[WeigherConfig]:
-    return [WeigherConfig(name=n) for n in ("ram", "vcpu", "instances")]
+    return [
+        WeigherConfig(name=n)
+        for n in ("ram", "vcpu", "instances", "soft_affinity", "soft_anti_affinity")
+    ]
 
 
 class SchedulerConfig(_Strict):

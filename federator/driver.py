@@ -49,6 +49,7 @@ __all__ = [
     "PermanentError",
     "PowerState",
     "RemoteInstance",
+    "ServerGroupSpec",
     "TransientError",
     "ZoneCapacity",
     "ZoneContext",
@@ -87,7 +88,10 @@ class InstanceSpec:
 
     ``uuid`` is the broker's instance id and the idempotency key. ``host`` is set
     when the broker's scheduler chose a host (drivers with ``host_scheduling``);
-    otherwise the driver or remote cloud picks.
+    otherwise the driver or remote cloud picks. ``server_group`` is the remote id of
+    the server group the instance must join, as :meth:`Driver.create_server_group`
+    returned it (drivers with ``server_groups`` only): the remote cloud then keeps the
+    group's rule among its members there.
     """
 
     uuid: str
@@ -98,6 +102,25 @@ class InstanceSpec:
     broker_id: str
     host: str | None = None
     metadata: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    server_group: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerGroupSpec:
+    """A broker server group as a remote cloud should keep it.
+
+    ``uuid`` is the broker's group id and the idempotency key of
+    :meth:`Driver.create_server_group`. ``policy`` is one of ``affinity``,
+    ``anti-affinity``, ``soft-affinity`` and ``soft-anti-affinity``;
+    ``max_server_per_host`` is set for anti-affinity only (None: one per host).
+    """
+
+    uuid: str
+    name: str
+    policy: str
+    project_id: str
+    broker_id: str
+    max_server_per_host: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +163,12 @@ class Capabilities:
     """``pause``/``unpause`` (freeze in memory) and ``suspend``/``resume`` (save to disk)."""
     cold_migrate: bool = False
     """``migrate``: move an instance to another host of the zone (host-scheduling drivers)."""
+    server_groups: bool = False
+    """``create_server_group``/``delete_server_group``: the remote cloud keeps a server
+    group's rule among the members placed in it (members carry ``InstanceSpec.server_group``).
+    Without it, a zone that does not let the broker schedule hosts counts as one host for
+    the rules of a group: hard anti-affinity puts at most ``max_server_per_host`` members
+    there."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +366,26 @@ class Driver(abc.ABC):
         :raises InstanceNotFound, TransientError, AuthError, PermanentError:
         """
         raise PermanentError(self.zone, "this zone cannot resume instances")
+
+    def create_server_group(self, spec: ServerGroupSpec) -> str:
+        """Make the remote server group for broker group ``spec.uuid`` and return its
+        remote id; idempotent: a group already made for ``spec.uuid`` is found and
+        returned instead of a second one. On failure no group is left behind. Only for
+        drivers whose capabilities say ``server_groups``.
+
+        :raises TransientError, AuthError:
+        :raises PermanentError: the driver cannot make groups, or the cloud refuses the
+            policy.
+        """
+        raise PermanentError(self.zone, "this zone cannot keep server groups")
+
+    def delete_server_group(self, remote_id: str) -> None:
+        """Delete the remote server group ``remote_id``; deleting one that does not exist
+        succeeds. Its members keep running. On failure the group is left as it was.
+
+        :raises TransientError, AuthError, PermanentError:
+        """
+        raise PermanentError(self.zone, "this zone cannot keep server groups")
 
     @abc.abstractmethod
     def health(self) -> ZoneHealth:

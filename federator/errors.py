@@ -14,6 +14,8 @@ NO_VALID_HOST: Final = "federator.placement.no_valid_host"
 QUOTA_EXCEEDED: Final = "federator.placement.quota_exceeded"
 POLICY_DENIED: Final = "federator.placement.policy_denied"
 BUILD_FAILED: Final = "federator.placement.build_failed"
+# A hard server-group rule left no zone or host for the member.
+GROUP_POLICY: Final = "federator.placement.group_policy"
 
 # Found by the monitor: a placed instance missing from its zone (fault of an ERROR record).
 MONITOR_VANISHED: Final = "federator.monitor.vanished"
@@ -24,6 +26,8 @@ NOT_FOUND: Final = "federator.resource.not_found"
 CONFLICT: Final = "federator.resource.conflict"
 INVALID_STATE: Final = "federator.instance.invalid_state"
 PAYLOAD_TOO_LARGE: Final = "federator.request.too_large"
+# The compute API version asked for is outside the range served (406).
+VERSION_NOT_ACCEPTABLE: Final = "federator.request.version_not_acceptable"
 INTERNAL: Final = "federator.internal"
 
 # Identity: no valid token or credentials (401), or a role that does not allow it (403).
@@ -52,5 +56,6 @@ FAULT_REASONS: Final[dict[str, str]] = {
     QUOTA_EXCEEDED: "quota_exceeded",
     POLICY_DENIED: "policy_denied",
     BUILD_FAILED: "build_failed",
+    GROUP_POLICY: "group_policy",
     MONITOR_VANISHED: "vanished",
 }

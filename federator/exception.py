@@ -66,6 +66,15 @@ class Conflict(FederatorError):
     http_status = 409
 
 
+class NotAcceptable(FederatorError):
+    """The client asked for an API version the broker does not serve."""
+
+    code = errors.VERSION_NOT_ACCEPTABLE
+    title = "Not acceptable"
+    template = "{reason}"
+    http_status = 406
+
+
 class InstanceInvalidState(Conflict):
     code = errors.INVALID_STATE
     template = "cannot {action} instance {uuid} while it is {status}"

@@ -8,6 +8,7 @@ from starlette.types import ASGIApp
 from federator import __version__
 from federator.api import errors
 from federator.api.deps import BROKER_PREFIX, COMPUTE_PREFIX, get_context, require_admin
+from federator.api.microversion import requested_version
 from federator.api.middleware import RequestIdAndLimit
 from federator.api.routes import (
     aggregates,
@@ -18,6 +19,7 @@ from federator.api.routes import (
     images,
     monitor,
     policy,
+    server_groups,
     servers,
     versions,
     zones,
@@ -44,11 +46,14 @@ def create_app(broker: Broker) -> FastAPI:
     )
     app.state.broker = broker
     errors.install(app)
-    compute = APIRouter(prefix=COMPUTE_PREFIX, dependencies=[Depends(get_context)])
+    compute = APIRouter(
+        prefix=COMPUTE_PREFIX, dependencies=[Depends(get_context), Depends(requested_version)]
+    )
     compute.include_router(servers.router)
     compute.include_router(flavors.router)
     compute.include_router(zones.az_router)
     compute.include_router(aggregates.router)
+    compute.include_router(server_groups.router)
     extensions = APIRouter(prefix=BROKER_PREFIX, dependencies=[Depends(require_admin)])
     extensions.include_router(zones.zone_router)
     extensions.include_router(hosts.router)

@@ -30,6 +30,7 @@ _NOVA_KEYS = {
     403: "forbidden",
     404: "itemNotFound",
     405: "badMethod",
+    406: "computeFault",
     409: "conflictingRequest",
     413: "overLimit",
     422: "unprocessableEntity",
@@ -41,6 +42,7 @@ _TITLES = {
     401: "Unauthorized",
     404: "Not found",
     405: "Method not allowed",
+    406: "Not acceptable",
     413: "Request too large",
 }
 _CODES = {404: errors.NOT_FOUND, 405: errors.BAD_REQUEST, 413: errors.PAYLOAD_TOO_LARGE}

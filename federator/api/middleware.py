@@ -9,6 +9,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from federator import errors
+from federator.api.microversion import response_headers
 
 
 class RequestIdAndLimit:
@@ -71,6 +72,9 @@ class RequestIdAndLimit:
             if message["type"] == "http.response.start":
                 hdrs = list(message.get("headers", []))
                 hdrs.append((b"x-openstack-request-id", rid.encode()))
+                version = scope["state"].get("microversion")
+                if version:
+                    hdrs.extend(response_headers(version))
                 message = {**message, "headers": hdrs}
             await send(message)
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import uuid as uuidlib
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
     field_validator,
 )
+
+from federator.exception import BadRequest
 
 
 def _no_control_characters(value: str) -> str:
@@ -86,6 +90,71 @@ class ServerCreate(_Body):
 class ServerCreateBody(_Body):
     server: ServerCreate
     scheduler_hints: dict[str, Any] | None = Field(default=None, alias="OS-SCH-HNT:scheduler_hints")
+    os_scheduler_hints: dict[str, Any] | None = Field(default=None, alias="os:scheduler_hints")
+
+    def group_hint(self) -> tuple[str, str] | None:
+        """The server group the scheduler hints name, in canonical UUID form, with the
+        field it was given in (``OS-SCH-HNT:scheduler_hints.group`` or
+        ``os:scheduler_hints.group``).
+
+        :raises BadRequest: the hint is not a UUID (Nova's schema: a string of format uuid).
+        """
+        for key, hints in (
+            ("OS-SCH-HNT:scheduler_hints", self.scheduler_hints),
+            ("os:scheduler_hints", self.os_scheduler_hints),
+        ):
+            if hints is None or "group" not in hints:
+                continue
+            value = hints["group"]
+            try:
+                if not isinstance(value, str):
+                    raise ValueError(value)
+                return str(uuidlib.UUID(value)), f"{key}.group"
+            except ValueError:
+                raise BadRequest(
+                    f"invalid request: {key}.group: {value!r} is not a server group UUID",
+                    problems=[{"field": f"{key}.group", "message": "must be a UUID"}],
+                ) from None
+        return None
+
+
+# --- server groups (os-server-groups) -----------------------------------------------
+
+
+def _positive_int(value: Any) -> Any:
+    # Nova's positive_integer takes 2 or "2" (the openstack CLI sends rule values as text).
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return value
+
+
+class GroupRules(_Body):
+    """``rules``: ``max_server_per_host`` (Nova, anti-affinity only) and ``scope``, the
+    broker's extension: ``host`` (the default) or ``zone`` (availability zones)."""
+
+    max_server_per_host: (
+        Annotated[int, BeforeValidator(_positive_int), Field(ge=1, strict=False)] | None
+    ) = None
+    scope: Literal["host", "zone"] | None = None
+
+
+ServerGroupName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=255, strip_whitespace=True),
+    AfterValidator(_no_control_characters),
+]
+GroupPolicyName = Literal["affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity"]
+
+
+class ServerGroupCreate(_Body):
+    name: ServerGroupName
+    policies: list[str] | None = None
+    policy: str | None = None
+    rules: GroupRules | None = None
+
+
+class ServerGroupCreateBody(_Body):
+    server_group: ServerGroupCreate
 
 
 class RebootSpec(_Body):
@@ -110,6 +179,7 @@ class ExplainBody(_Body):
     project_id: str = "default"
     availability_zone: str | None = None
     max_hosts: int | None = Field(default=None, ge=0)
+    group: str | None = None
 
 
 # --- identity (Keystone v3 shapes) ----------------------------------------------------

@@ -7,9 +7,24 @@ Broker-specific fields use the ``federator:`` prefix, as Nova extensions use ``O
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from federator.api.microversion import (
+    MIN,
+    V2_3,
+    V2_9,
+    V2_16,
+    V2_19,
+    V2_26,
+    V2_47,
+    V2_55,
+    V2_61,
+    V2_63,
+    Version,
+)
 from federator.compute.records import ServerView
 from federator.config import FlavorConfig, ImageConfig
 from federator.identity.model import DOMAIN_ID, DOMAIN_NAME, TokenInfo
@@ -43,7 +58,20 @@ def server_brief(v: ServerView, base: str) -> dict[str, Any]:
     return {"id": v.uuid, "name": v.name, "links": link(base, "servers", v.uuid)}
 
 
-def server_detail(v: ServerView, base: str) -> dict[str, Any]:
+FlavorLookup = Callable[[str], FlavorConfig | None]
+"""A flavor of the configuration by id (``Settings.flavor``), or None once it is gone."""
+
+
+def server_detail(
+    v: ServerView,
+    base: str,
+    mv: Version = MIN,
+    *,
+    admin: bool = False,
+    flavors: FlavorLookup | None = None,
+) -> dict[str, Any]:
+    """A server as GET /servers/detail and /servers/{id} show it at microversion ``mv``
+    to an admin or not; ``flavors`` gives the extra specs of the embedded flavor (2.47)."""
     host_id = ""
     if v.host:
         host_id = hashlib.sha224(f"{v.project_id}{v.host}".encode()).hexdigest()
@@ -56,7 +84,7 @@ def server_detail(v: ServerView, base: str) -> dict[str, Any]:
         "metadata": dict(v.metadata),
         "hostId": host_id,
         "image": {"id": v.image_id, "links": link(base, "images", v.image_id)},
-        "flavor": {"id": v.flavor_id, "links": link(base, "flavors", v.flavor_id)},
+        "flavor": _server_flavor(v, base, mv, flavors),
         "created": iso(v.created_at),
         "updated": iso(v.updated_at),
         "addresses": {
@@ -98,11 +126,82 @@ def server_detail(v: ServerView, base: str) -> dict[str, Any]:
             "message": v.fault.get("message"),
             "details": list(v.fault.get("details", [])),
         }
+    body.update(_server_since_2_1(v, mv, admin))
     return body
 
 
-def flavor_view(f: FlavorConfig, base: str, detail: bool) -> dict[str, Any]:
+def _server_flavor(
+    v: ServerView, base: str, mv: Version, flavors: FlavorLookup | None
+) -> dict[str, Any]:
+    """A link to the flavor, or from 2.47 the flavor the server was built with. Sizes come
+    from the record's snapshot; extra specs, which it does not keep, from the
+    configuration (none once the flavor is gone)."""
+    if mv < V2_47:
+        return {"id": v.flavor_id, "links": link(base, "flavors", v.flavor_id)}
+    snap = v.flavor
+    current = flavors(v.flavor_id) if flavors is not None else None
+    return {
+        "original_name": str(snap.get("name", v.flavor_id)),
+        "vcpus": int(snap.get("vcpus", 0)),
+        "ram": int(snap.get("ram", 0)),
+        "disk": int(snap.get("disk", 0)),
+        "ephemeral": 0,
+        "swap": 0,
+        "extra_specs": dict(current.extra_specs) if current is not None else {},
+    }
+
+
+def _server_since_2_1(v: ServerView, mv: Version, admin: bool) -> dict[str, Any]:
+    """The server fields microversions after 2.1 add, each from the version that added it
+    and, where Nova's default policy says so, for admins only."""
+    extra: dict[str, Any] = {}
+    if admin and mv >= V2_3:
+        extra.update(_extended_server_attributes(v))
+    if mv >= V2_9:
+        extra["locked"] = False
+    if admin and mv >= V2_16:
+        # Nova: UP for a live compute service, "" for a server on no host (yet).
+        extra["host_status"] = "UP" if v.host else ""
+    if mv >= V2_19:
+        extra["description"] = None
+    if mv >= V2_26:
+        extra["tags"] = []
+    if mv >= V2_63:
+        extra["trusted_image_certificates"] = None
+    return extra
+
+
+def _extended_server_attributes(v: ServerView) -> dict[str, Any]:
+    """The OS-EXT-SRV-ATTR fields of 2.3. The broker keeps no reservation, launch index,
+    root device or user data, so those are null (0 for the index); its images have no
+    separate kernel or ramdisk, which Nova shows as ""."""
+    return {
+        "OS-EXT-SRV-ATTR:reservation_id": None,
+        "OS-EXT-SRV-ATTR:launch_index": 0,
+        "OS-EXT-SRV-ATTR:hostname": _hostname(v.name) or f"Server-{v.uuid}",
+        "OS-EXT-SRV-ATTR:kernel_id": "",
+        "OS-EXT-SRV-ATTR:ramdisk_id": "",
+        "OS-EXT-SRV-ATTR:root_device_name": None,
+        "OS-EXT-SRV-ATTR:user_data": None,
+    }
+
+
+def _hostname(name: str) -> str:
+    """A server name as a host name, by Nova's rules (``utils.sanitize_hostname``): Latin-1
+    only, at most 63 characters, spaces, underscores and dots as hyphens, lower case."""
+    text = name.encode("latin-1", "ignore").decode("latin-1")[:63]
+    text = re.sub(r"[ _.]", "-", text)
+    text = re.sub(r"[^\w.-]+", "", text)
+    return text.lower().strip(".-")
+
+
+def flavor_view(f: FlavorConfig, base: str, detail: bool, mv: Version = MIN) -> dict[str, Any]:
+    """A flavor in a listing (``detail=False``) or in full, at microversion ``mv``."""
     body: dict[str, Any] = {"id": f.id, "name": f.name, "links": link(base, "flavors", f.id)}
+    if mv >= V2_55:
+        body["description"] = None  # flavors in the configuration have none
+    if detail and mv >= V2_61:
+        body["extra_specs"] = dict(f.extra_specs)
     if detail:
         body.update(
             {

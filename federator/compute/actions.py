@@ -16,7 +16,7 @@ from sqlalchemy import delete, update
 
 from federator.compute import claims
 from federator.compute.context import ComputeContext
-from federator.compute.queue import TaskRef
+from federator.compute.queue import Retry, TaskRef
 from federator.compute.records import CELL0
 from federator.compute.zonestate import record_zone_failure
 from federator.driver import (
@@ -26,19 +26,11 @@ from federator.driver import (
     RemoteInstance,
     TransientError,
 )
+from federator.groups import service as groups
 from federator.storage.models import Instance, InstanceMapping, utcnow
 
 LOG = logging.getLogger(__name__)
 MAX_TRANSIENT = 5
-
-
-class Retry(Exception):
-    """The task should run again later."""
-
-    def __init__(self, delay: float, reason: str) -> None:
-        super().__init__(reason)
-        self.delay = delay
-        self.reason = reason
 
 
 class Actions:
@@ -106,6 +98,7 @@ class Actions:
             )
         with self.ctx.api.write() as s:
             s.execute(delete(InstanceMapping).where(InstanceMapping.instance_uuid == inst.uuid))
+            groups.leave(s, inst.uuid)
         LOG.info("delete %s: done", inst.uuid)
 
     def _power(self, task: TaskRef, cell: str, inst: Instance) -> None:

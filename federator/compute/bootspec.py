@@ -15,6 +15,8 @@ class BootSpec:
     image_id: str
     availability_zone: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    group: str | None = None
+    """The server group the boot's scheduler hint named."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -29,4 +31,5 @@ class BootSpec:
             image_id=str(data["image_id"]),
             availability_zone=data.get("availability_zone"),
             metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
+            group=data.get("group"),
         )

@@ -35,6 +35,9 @@ from federator.driver import (
     RemoteInstance,
     TransientError,
 )
+from federator.groups import remote as remote_groups
+from federator.groups.placement import GroupState, Guard, ZoneFit, fit, load, modes_of
+from federator.groups.rules import Spot, ZoneMode, violation
 from federator.hosts.inventory import zone_loads
 from federator.policy.evaluate import Candidate, PlacementRequest, Ranking, ZoneLoad, rank
 from federator.scheduler.request import HostRequest
@@ -43,6 +46,9 @@ from federator.storage.models import BuildRequest, Instance, InstanceMapping, Re
 LOG = logging.getLogger(__name__)
 ALTERNATES = 5
 MAX_RESELECT = 200
+# Claims a server group's guard refused because another member committed first; each
+# refusal re-reads the group, so this bounds a storm of members racing for few hosts.
+MAX_GROUP_RACES = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +59,26 @@ class Choice:
 
 
 @dataclass(frozen=True, slots=True)
+class Rechoose:
+    """A member of the request's group claimed first; choose again with it in view."""
+
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class HostClaim:
+    host: str | None = None
+    group_blocked: bool = False
+    """The group's rule, not capacity, left the zone without a host."""
+    rechoose: Rechoose | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Unplaceable:
     code: str
     notes: list[str]
     placement: dict[str, Any] = field(default_factory=dict)
+    headline: str | None = None
 
 
 class Builder:
@@ -157,19 +179,38 @@ class Builder:
             )
             return
         fspec = FlavorSpec(flavor.name, flavor.vcpus, flavor.ram_mb, flavor.disk_gb)
+        races = 0
+        regrouped = False
         while attempts < max_attempts:
             choice = self._choose(br, spec, ignored, failed_zones)
+            if isinstance(choice, Rechoose):
+                races += 1
+                if races <= MAX_GROUP_RACES:
+                    continue
+                choice = Unplaceable(
+                    errors.GROUP_POLICY,
+                    [choice.detail, f"gave up after {races} races with other members"],
+                )
             if isinstance(choice, Unplaceable):
                 self._bury(
                     br,
                     spec,
                     choice.code,
-                    _headline(choice.code),
+                    choice.headline or _headline(choice.code),
                     notes + choice.notes,
                     choice.placement,
                 )
                 return
             attempts += 1
+            where = f"{choice.zone}/{choice.host}" if choice.host else choice.zone
+            try:
+                server_group = self._remote_group(spec, choice.zone)
+            except DriverError as exc:
+                LOG.warning("build %s: %s could not make the server group: %s", uuid, where, exc)
+                notes.append(f"{where}: server group: {exc.reason}")
+                claims.release(self.ctx.api, uuid)
+                failed_zones.add(choice.zone)
+                continue
             ispec = InstanceSpec(
                 uuid=uuid,
                 name=spec.name,
@@ -179,8 +220,8 @@ class Builder:
                 broker_id=self.ctx.settings.broker_id,
                 host=choice.host,
                 metadata=dict(spec.metadata),
+                server_group=server_group,
             )
-            where = f"{choice.zone}/{choice.host}" if choice.host else choice.zone
             try:
                 remote = self._create(choice.zone, ispec)
             except (CapacityError, TransientError) as exc:
@@ -200,8 +241,17 @@ class Builder:
                 failed_zones.add(choice.zone)
                 continue
             except DriverError as exc:
-                notes.append(f"{where}: {exc.reason}")
                 claims.release(self.ctx.api, uuid)
+                if (
+                    server_group is not None
+                    and not regrouped
+                    and self._regroup(spec, choice.zone, server_group)
+                ):
+                    # The remote group was deleted behind the broker's back: made again.
+                    regrouped = True
+                    attempts -= 1
+                    continue
+                notes.append(f"{where}: {exc.reason}")
                 self._bury(
                     br,
                     spec,
@@ -233,6 +283,51 @@ class Builder:
             notes,
         )
 
+    def _group(self, spec: BootSpec, uuid: str) -> GroupState | None:
+        if spec.group is None:
+            return None
+        with self.ctx.api.read() as s:
+            state = load(s, spec.group, uuid)
+        if state is None:
+            LOG.info("build %s: server group %s was deleted; placing freely", uuid, spec.group)
+        return state
+
+    def _remote_group(self, spec: BootSpec, zone: str) -> str | None:
+        """The remote group the member joins in ``zone``, for zones whose cloud keeps
+        host-scope rules itself; None elsewhere.
+
+        :raises DriverError: the remote cloud could not make it.
+        """
+        if spec.group is None or not self.ctx.drivers[zone].capabilities().server_groups:
+            return None
+        if self.ctx.drivers[zone].capabilities().host_scheduling:
+            return None
+        with self.ctx.api.read() as s:
+            state = load(s, spec.group, "")
+        if state is None or state.rule.scope != "host":
+            return None
+        try:
+            return remote_groups.remote_group(self.ctx, state, zone, spec.project_id)
+        except remote_groups.GroupGone:
+            return None
+
+    def _regroup(self, spec: BootSpec, zone: str, remote_id: str) -> bool:
+        """After a refused create: True when the zone's remote group had vanished and a
+        new one now stands in its place."""
+        if spec.group is None:
+            return False
+        with self.ctx.api.read() as s:
+            state = load(s, spec.group, "")
+        if state is None:
+            return False
+        try:
+            return remote_groups.refresh(self.ctx, state, zone, remote_id, spec.project_id)
+        except DriverError as exc:
+            LOG.warning(
+                "group %s: could not check its remote group in %s: %s", state.uuid, zone, exc
+            )
+            return False
+
     def _create(self, zone: str, ispec: InstanceSpec) -> RemoteInstance:
         """Create with bounded retries of transient failures (create is idempotent)."""
         driver = self.ctx.drivers[zone]
@@ -262,7 +357,7 @@ class Builder:
         spec: BootSpec,
         ignored: Mapping[str, set[str]],
         failed_zones: set[str],
-    ) -> Choice | Unplaceable:
+    ) -> Choice | Unplaceable | Rechoose:
         loaded = self.ctx.policies.current
         flavor = self.ctx.settings.flavor(spec.flavor_id)
         image = self.ctx.settings.image(spec.image_id)
@@ -293,11 +388,23 @@ class Builder:
                 LOG.info("zone %s crossed a high-water mark: bursting to its overflow zones", z)
         notes = [f"{v.zone}: {v.detail}" for v in ranking.verdicts if not v.accepted]
         res = claims.Resources(flavor.vcpus, flavor.ram_mb, flavor.disk_gb)
+        group = self._group(spec, br.instance_uuid)
+        modes = modes_of(self.ctx.drivers)
+        guard = Guard(group.uuid, br.instance_uuid, modes) if group and group.rule.hard else None
+        blocked_by_group = False
         for cand in ranking.candidates:
             if cand.zone in failed_zones:
                 continue
             placement = _placement(loaded.policy.version, loaded.sha256, ranking, loads, cand)
-            if self.ctx.drivers[cand.zone].capabilities().host_scheduling:
+            mode = modes.get(cand.zone, ZoneMode.SINGLE)
+            zfit = ZoneFit()
+            if group is not None:
+                zfit = fit(group, cand.zone, mode, self.ctx.hosts.table.zone_azs(cand.zone))
+                if not zfit.allowed:
+                    notes.append(f"{cand.zone}: {zfit.reason}")
+                    blocked_by_group = True
+                    continue
+            if mode is ZoneMode.HOSTS:
                 got = self._claim_on_host(
                     br.instance_uuid,
                     cand,
@@ -309,11 +416,27 @@ class Builder:
                     project_id=spec.project_id,
                     extra_specs=flavor.extra_specs,
                     image_properties=image.properties if image else None,
+                    zfit=zfit,
+                    guard=guard,
+                    group=group,
                 )
-                if got is not None:
-                    placement["host"] = got
-                    return Choice(cand.zone, got, placement)
+                if got.rechoose is not None:
+                    return got.rechoose
+                blocked_by_group = blocked_by_group or got.group_blocked
+                if got.host is not None:
+                    placement["host"] = got.host
+                    _note_group(
+                        placement,
+                        group,
+                        modes,
+                        cand.zone,
+                        got.host,
+                        self._az_of(cand.zone, got.host),
+                    )
+                    return Choice(cand.zone, got.host, placement)
                 continue
+            if group is not None:
+                _note_group(placement, group, modes, cand.zone, None, cand.zone)
             outcome = claims.claim(
                 self.ctx.api,
                 instance_uuid=br.instance_uuid,
@@ -324,14 +447,25 @@ class Builder:
                 limits=cand.limits,
                 require_not_bursting=cand.thresholded,
                 placement=placement,
+                guard=guard,
             )
             if outcome.outcome is claims.ClaimOutcome.OK:
                 return Choice(cand.zone, None, placement)
+            if outcome.outcome is claims.ClaimOutcome.GROUP_CONFLICT:
+                return Rechoose(outcome.detail)
             notes.append(f"{cand.zone}: limit reached by concurrent requests")
+        final = _placement(loaded.policy.version, loaded.sha256, ranking, loads, None)
+        if group is not None and blocked_by_group:
+            _note_group(final, group, modes, None, None, None)
+            headline = f"{group.describe()} cannot take another member"
+            return Unplaceable(errors.GROUP_POLICY, notes, final, headline)
         code = ranking.fault or errors.NO_VALID_HOST
-        return Unplaceable(
-            code, notes, _placement(loaded.policy.version, loaded.sha256, ranking, loads, None)
-        )
+        return Unplaceable(code, notes, final)
+
+    def _az_of(self, zone: str, host: str) -> str:
+        table = self.ctx.hosts.table
+        i = table.index_of(zone, host)
+        return zone if i is None else table.az_at(i)
 
     def _claim_on_host(
         self,
@@ -346,18 +480,24 @@ class Builder:
         project_id: str | None = None,
         extra_specs: Mapping[str, str] | None = None,
         image_properties: Mapping[str, str] | None = None,
-    ) -> str | None:
-        hreq = HostRequest(
-            zone=cand.zone,
-            vcpus=res.vcpus,
-            ram_mb=res.ram_mb,
-            disk_gb=res.disk_gb,
-            az=az,
-            weighing=cand.weighing,
-            ignore_hosts=frozenset(ignored or ()),
-            project_id=project_id,
-            extra_specs=extra_specs or {},
-            image_properties=image_properties or {},
+        zfit: ZoneFit | None = None,
+        guard: Guard | None = None,
+        group: GroupState | None = None,
+    ) -> HostClaim:
+        zfit = zfit or ZoneFit()
+        hreq = zfit.narrow(
+            HostRequest(
+                zone=cand.zone,
+                vcpus=res.vcpus,
+                ram_mb=res.ram_mb,
+                disk_gb=res.disk_gb,
+                az=az,
+                weighing=cand.weighing,
+                ignore_hosts=frozenset(ignored or ()),
+                project_id=project_id,
+                extra_specs=extra_specs or {},
+                image_properties=image_properties or {},
+            )
         )
         cache = self.ctx.hosts
         reread = False
@@ -370,6 +510,14 @@ class Builder:
                 reread = True
                 continue
             if not names:
+                if group is not None and hreq.group_constrained:
+                    free = self.ctx.scheduler.select(cache.table, hreq.without_group(), limit=1)
+                    if free:
+                        notes.append(
+                            f"{cand.zone}: no host keeps the group's rule"
+                            + _rejections(self.ctx.scheduler.filter_counts(cache.table, hreq))
+                        )
+                        return HostClaim(group_blocked=True)
                 notes.append(
                     f"{cand.zone}: no host"
                     + (f" of availability zone {az}" if az else "")
@@ -378,7 +526,7 @@ class Builder:
                     + (" (after excluding failed hosts)" if ignored else "")
                     + _rejections(self.ctx.scheduler.filter_counts(cache.table, hreq))
                 )
-                return None
+                return HostClaim()
             for name in names:
                 host_id = cache.host_id(cand.zone, name)
                 if host_id is None:
@@ -393,6 +541,7 @@ class Builder:
                     limits=cand.limits,
                     require_not_bursting=cand.thresholded,
                     placement={**placement, "host": name},
+                    guard=guard,
                 )
                 if result.outcome is claims.ClaimOutcome.OK:
                     u = result.host_usage
@@ -400,15 +549,17 @@ class Builder:
                         cache.set_usage(
                             u.host_id, u.vcpus_used, u.ram_used_mb, u.disk_used_gb, u.instances
                         )
-                    return name
+                    return HostClaim(host=name)
+                if result.outcome is claims.ClaimOutcome.GROUP_CONFLICT:
+                    return HostClaim(rechoose=Rechoose(result.detail))
                 if result.outcome is claims.ClaimOutcome.ZONE_LIMIT:
                     if cand.thresholded and claims.set_bursting(self.ctx.api, cand.zone, True):
                         LOG.info("zone %s crossed a high-water mark: bursting", cand.zone)
                     notes.append(f"{cand.zone}: limit reached by concurrent requests")
-                    return None
+                    return HostClaim()
                 cache.refresh_host(host_id)
         notes.append(f"{cand.zone}: gave up after {MAX_RESELECT} contended claims")
-        return None
+        return HostClaim()
 
     # --- outcomes ------------------------------------------------------------------
 
@@ -525,10 +676,44 @@ def _rejections(counts: Mapping[str, int]) -> str:
     return " (" + ", ".join(parts) + ")"
 
 
+def _note_group(
+    placement: dict[str, Any],
+    group: GroupState | None,
+    modes: Mapping[str, ZoneMode],
+    zone: str | None,
+    host: str | None,
+    az: str | None,
+) -> None:
+    """Record the group's rule on the placement, and for a soft rule whether this choice
+    had to relax it."""
+    if group is None:
+        return
+    entry: dict[str, Any] = {
+        "id": group.uuid,
+        "name": group.name,
+        "policy": group.rule.policy,
+        "max_server_per_host": None if group.rule.affinity else group.rule.max_per_host,
+        "scope": group.rule.scope,
+        "members_placed": len(group.members),
+        "relaxed": False,
+    }
+    if zone is not None and az is not None:
+        broken = violation(group.rule, group.members, Spot(zone, host, az), modes)
+        if broken is not None and not group.rule.hard:
+            entry["relaxed"] = True
+            entry["detail"] = f"soft rule relaxed: no candidate kept it ({broken})"
+        elif not group.rule.hard:
+            entry["detail"] = "soft rule kept"
+        else:
+            entry["detail"] = "hard rule kept"
+    placement["group"] = entry
+
+
 def _headline(code: str) -> str:
     return {
         errors.POLICY_DENIED: "the policy allows this request in no availability zone",
         errors.QUOTA_EXCEEDED: "every candidate availability zone is at its quota",
+        errors.GROUP_POLICY: "the server group's rule leaves no valid host",
     }.get(code, "no valid host was found")
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, and_, delete, select, update
 from sqlalchemy.orm import Session
@@ -40,6 +40,14 @@ class ClaimOutcome(enum.Enum):
     OK = "ok"
     ZONE_LIMIT = "zone_limit"  # a ceiling, the bursting flag or the zone's state refused it
     HOST_FULL = "host_full"  # the host has no room (or was disabled) by now
+    GROUP_CONFLICT = "group_conflict"  # a member committed meanwhile: the rule says no
+
+
+class ClaimGuard(Protocol):
+    """A check a claim runs first in its transaction (a server group's rule); it may lock
+    rows, and says why the claim must not go ahead, or None."""
+
+    def check(self, s: Session, zone: str, host_id: int | None) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +65,7 @@ class Usage:
 class ClaimResult:
     outcome: ClaimOutcome
     host_usage: Usage | None = None
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +86,13 @@ def claim(
     limits: Limits,
     require_not_bursting: bool,
     placement: dict[str, Any] | None = None,
+    guard: ClaimGuard | None = None,
 ) -> ClaimResult:
-    """Claim ``res`` for ``instance_uuid`` in ``zone`` (and on ``host_id``), atomically."""
+    """Claim ``res`` for ``instance_uuid`` in ``zone`` (and on ``host_id``), atomically.
+
+    ``guard`` runs first, before any counter moves, so the rows it locks are always taken
+    before the zone's and the host's (one lock order, no deadlock).
+    """
     zone_cond: list[ColumnElement[bool]] = [Zone.name == zone, Zone.state == "available"]
     if require_not_bursting:
         zone_cond.append(Zone.bursting.is_(False))
@@ -90,6 +104,11 @@ def claim(
         zone_cond.append(Zone.instances + 1 <= limits.instances)
 
     with db.write() as s:
+        if guard is not None:
+            refused = guard.check(s, zone, host_id)
+            if refused is not None:
+                s.rollback()
+                return ClaimResult(ClaimOutcome.GROUP_CONFLICT, detail=refused)
         moved = s.execute(
             update(Zone)
             .where(and_(*zone_cond))
@@ -204,13 +223,20 @@ def reserve_move(
     dest_host_id: int,
     was_active: bool,
     node: str,
+    guard: ClaimGuard | None = None,
 ) -> Usage | None:
     """Claim the instance's allocated resources on ``dest_host_id`` for a move.
 
     None (and nothing changed) when the instance holds no allocation on the source host,
-    is already moving, or the destination is disabled or has no room by now.
+    is already moving, the destination is disabled or has no room by now, or ``guard``
+    (its server group's rule, run first) refuses the destination.
     """
     with db.write() as s:
+        if guard is not None:
+            zone = s.scalar(select(Host.zone).where(Host.id == dest_host_id))
+            if zone is None or guard.check(s, zone, dest_host_id) is not None:
+                s.rollback()
+                return None
         alloc = s.get(Allocation, instance_uuid)
         if alloc is None or alloc.host_id != source_host_id:
             return None

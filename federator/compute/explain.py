@@ -7,9 +7,32 @@ from typing import Any
 
 from federator.compute.context import ComputeContext
 from federator.compute.refs import placement_zone, resolve
+from federator.exception import BadRequest
+from federator.groups.placement import GroupState, ZoneFit, fit, load, modes_of
+from federator.groups.rules import ZoneMode
 from federator.hosts.inventory import zone_loads
 from federator.policy.evaluate import PlacementRequest, rank, threshold_figures
 from federator.scheduler.request import HostRequest
+
+_KEPT = {
+    ZoneMode.HOSTS: "the broker's host scheduler",
+    ZoneMode.REMOTE: "the remote cloud's own server group",
+    ZoneMode.SINGLE: "the broker, counting the zone as one host",
+}
+
+
+def _group(ctx: ComputeContext, group: str | None) -> GroupState | None:
+    """:raises BadRequest: no such group."""
+    if group is None:
+        return None
+    with ctx.api.read() as s:
+        state = load(s, group, "")
+    if state is None:
+        raise BadRequest(
+            f"server group {group} could not be found",
+            problems=[{"field": "group", "message": "no such server group"}],
+        )
+    return state
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +42,8 @@ class ExplainRequest:
     project_id: str = "default"
     availability_zone: str | None = None
     max_hosts: int | None = None
+    group: str | None = None
+    """A server group the hypothetical server would join (its rule then applies)."""
 
 
 def explain(ctx: ComputeContext, req: ExplainRequest) -> dict[str, Any]:
@@ -43,6 +68,8 @@ def explain(ctx: ComputeContext, req: ExplainRequest) -> dict[str, Any]:
     )
     ranking = rank(loaded.policy, ctx.policies.context, preq, loads)
     candidates = {c.zone: c for c in ranking.candidates}
+    group = _group(ctx, req.group)
+    modes = modes_of(ctx.drivers)
     decision: dict[str, Any] | None = None
     zones: list[dict[str, Any]] = []
     order = [z.name for z in ctx.settings.zones]
@@ -75,17 +102,29 @@ def explain(ctx: ComputeContext, req: ExplainRequest) -> dict[str, Any]:
             }
             entry["reason"] = cand.reason
             chosen_host: str | None = None
-            if ctx.drivers[name].capabilities().host_scheduling:
-                hreq = HostRequest(
-                    zone=name,
-                    vcpus=flavor.vcpus,
-                    ram_mb=flavor.ram_mb,
-                    disk_gb=flavor.disk_gb,
-                    az=req.availability_zone,
-                    weighing=cand.weighing,
-                    project_id=req.project_id,
-                    extra_specs=flavor.extra_specs,
-                    image_properties=image.properties,
+            zfit = ZoneFit()
+            if group is not None:
+                mode = modes.get(name, ZoneMode.SINGLE)
+                zfit = fit(group, name, mode, ctx.hosts.table.zone_azs(name))
+                entry["group"] = {
+                    "allowed": zfit.allowed,
+                    "detail": zfit.reason
+                    or ("soft rule: preferred, relaxed when no host keeps it" if zfit.soft else "")
+                    or "the rule is kept here by " + _KEPT[mode],
+                }
+            if zfit.allowed and ctx.drivers[name].capabilities().host_scheduling:
+                hreq = zfit.narrow(
+                    HostRequest(
+                        zone=name,
+                        vcpus=flavor.vcpus,
+                        ram_mb=flavor.ram_mb,
+                        disk_gb=flavor.disk_gb,
+                        az=req.availability_zone,
+                        weighing=cand.weighing,
+                        project_id=req.project_id,
+                        extra_specs=flavor.extra_specs,
+                        image_properties=image.properties,
+                    )
                 )
                 # Best first: passing hosts by weight (stable, so ties keep table order,
                 # as select() breaks them), then the rejected ones.
@@ -113,11 +152,19 @@ def explain(ctx: ComputeContext, req: ExplainRequest) -> dict[str, Any]:
                 entry["hosts_passed"] = len(passing)
                 if decision is None and chosen_host is not None:
                     decision = {"zone": name, "host": chosen_host}
-            elif decision is None:
+            elif zfit.allowed and decision is None:
                 decision = {"zone": name, "host": None}
         zones.append(entry)
     zones.sort(key=lambda e: (e["rank"] is None, e["rank"] or 0, order.index(e["zone"])))
+    fault = None
+    if decision is None:
+        fault = ranking.fault or "federator.placement.no_valid_host"
+        if group is not None and any(not e.get("group", {}).get("allowed", True) for e in zones):
+            fault = "federator.placement.group_policy"
     return {
+        "group": None
+        if group is None
+        else {"id": group.uuid, "rule": group.describe(), "members_placed": len(group.members)},
         "policy_version": loaded.policy.version,
         "policy_sha256": loaded.sha256,
         "request": {
@@ -128,7 +175,7 @@ def explain(ctx: ComputeContext, req: ExplainRequest) -> dict[str, Any]:
         },
         "matched_rules": list(ranking.matched_rules),
         "decision": decision,
-        "fault": None if decision else (ranking.fault or "federator.placement.no_valid_host"),
+        "fault": fault,
         "would_start_bursting": list(ranking.start_bursting),
         "would_stop_bursting": list(ranking.stop_bursting),
         "zones": zones,

@@ -36,6 +36,15 @@ class TaskRef:
     payload: dict[str, Any]
 
 
+class Retry(Exception):
+    """The task should run again later."""
+
+    def __init__(self, delay: float, reason: str) -> None:
+        super().__init__(reason)
+        self.delay = delay
+        self.reason = reason
+
+
 class Notifier:
     """Wakes idle workers in this process when the API enqueues work."""
 

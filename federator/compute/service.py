@@ -25,6 +25,7 @@ from federator.compute.records import (
 )
 from federator.compute.refs import resolve
 from federator.exception import BadRequest, Conflict, InstanceInvalidState, NotFound
+from federator.groups import service as groups
 from federator.storage.models import (
     BuildRequest,
     Instance,
@@ -66,6 +67,9 @@ class BootRequest:
     metadata: dict[str, str] | None = None
     min_count: int = 1
     max_count: int = 1
+    group: str | None = None
+    group_field: str = "os:scheduler_hints.group"
+    """Where the request named the group, for the error that says it does not exist."""
 
 
 class ComputeService:
@@ -113,6 +117,7 @@ class ComputeService:
                     image_id=image.id,
                     availability_zone=az,
                     metadata=dict(req.metadata or {}),
+                    group=req.group,
                 )
                 br = BuildRequest(
                     instance_uuid=uuid,
@@ -136,8 +141,10 @@ class ComputeService:
                     )
                 )
                 taskqueue.enqueue(s, uuid, "build")
-                s.flush()
                 accepted.append(view_of_build(br, self.ctx.flavor_snapshot(flavor.id)))
+            if req.group is not None:
+                groups.join(s, rc, req.group, [v.uuid for v in accepted], field=req.group_field)
+            s.flush()
         self.ctx.queue.notifier.notify(count)
         return accepted
 
@@ -196,6 +203,7 @@ class ComputeService:
                 )
             with self.ctx.api.write() as s:
                 s.execute(delete(InstanceMapping).where(InstanceMapping.instance_uuid == uuid))
+                groups.leave(s, uuid)
             return
         if view.cell is not None:
             with self.ctx.cells[view.cell].write() as s:

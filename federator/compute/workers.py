@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 
-from federator.compute.actions import Actions, Retry
+from federator.compute.actions import Actions
 from federator.compute.builder import Builder
 from federator.compute.context import ComputeContext
-from federator.compute.queue import DONE, FAILED, TaskRef
+from federator.compute.queue import DONE, FAILED, Retry, TaskRef
+from federator.groups import remote as remote_groups
 
 LOG = logging.getLogger(__name__)
 MAX_TASK_ATTEMPTS = 5
@@ -70,6 +71,8 @@ class WorkerPool:
         try:
             if task.action == "build":
                 self.builder.build(task)
+            elif task.action == remote_groups.CLEANUP:
+                remote_groups.cleanup(self.ctx, task)
             else:
                 self.actions.run(task)
         except Retry as r:

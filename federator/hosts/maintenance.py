@@ -41,6 +41,9 @@ from federator.compute.context import ComputeContext
 from federator.compute.records import CELL0
 from federator.driver import Driver, DriverError, InstanceNotFound, PowerState, RemoteInstance
 from federator.exception import Conflict
+from federator.groups.placement import Guard, fit, load, modes_of
+from federator.groups.rules import ZoneMode
+from federator.groups.service import group_of
 from federator.hosts.service import HostService, get_host
 from federator.policy.evaluate import zone_weighing
 from federator.scheduler.request import HostRequest
@@ -273,6 +276,7 @@ class Drainer:
             extra_specs=flavor.extra_specs if flavor else {},
             image_properties=image.properties if image else {},
         )
+        req, guard = self._group_rule(uuid, source.zone, req)
         cache = self.ctx.hosts
         cache.refresh_zone(source.zone)
         for _ in range(MAX_RESELECT):
@@ -280,6 +284,13 @@ class Drainer:
             if not names:
                 counts = self.ctx.scheduler.filter_counts(cache.table, req)
                 removed = ", ".join(f"{f} removed {n}" for f, n in counts.items() if n)
+                if guard is not None and self.ctx.scheduler.select(
+                    cache.table, req.without_group(), limit=1
+                ):
+                    return None, (
+                        f"its server group {guard.group_uuid}'s rule leaves no other host of "
+                        f"availability zone {source.az} ({removed})"
+                    )
                 return None, (
                     f"no other host of availability zone {source.az} has {alloc.ram_mb} MB RAM, "
                     f"{alloc.vcpus} vCPU and {alloc.disk_gb} GB disk free"
@@ -296,6 +307,7 @@ class Drainer:
                     dest_host_id=host_id,
                     was_active=was_active,
                     node=self.ctx.settings.node_id,
+                    guard=guard,
                 )
                 if usage is not None:
                     cache.set_usage(
@@ -308,6 +320,19 @@ class Drainer:
                     return name, ""
                 cache.refresh_host(host_id)
         return None, f"gave up after {MAX_RESELECT} contended claims"
+
+    def _group_rule(
+        self, uuid: str, zone: str, req: HostRequest
+    ) -> tuple[HostRequest, Guard | None]:
+        """The request narrowed by the instance's server group, if it has a hard rule,
+        and the guard its move claim runs (the destination must keep the rule too)."""
+        with self.ctx.api.read() as s:
+            group = group_of(s, uuid)
+            state = load(s, group, uuid) if group else None
+        if state is None or not state.rule.hard:
+            return req, None
+        zfit = fit(state, zone, ZoneMode.HOSTS, self.ctx.hosts.table.zone_azs(zone))
+        return zfit.narrow(req), Guard(state.uuid, uuid, modes_of(self.ctx.drivers))
 
     def _relocate(self, driver: Driver, uuid: str, target: str, was_active: bool) -> str | None:
         """Stop (if running) and relocate; the error, or None. Never raises: whatever

@@ -22,6 +22,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import repeat
 from types import MappingProxyType
 
 import numpy as np
@@ -202,10 +203,26 @@ class HostTable:
         """Positions of ``zone``'s hosts; an empty slice for an unknown zone."""
         return self._slices.get(zone, slice(0, 0))
 
+    def zone_azs(self, zone: str) -> frozenset[str]:
+        """The availability zones of ``zone``'s hosts."""
+        sl = self.zone_slice(zone)
+        with self.lock:
+            codes = np.unique(self.az_code[sl]).tolist()
+        return frozenset(self._azs[c] for c in codes)
+
     def index_of(self, zone: str, host: str) -> int | None:
         """Position of ``host`` in ``zone``, or None; one dict lookup."""
         names = self._index.get(zone)
         return None if names is None else names.get(host)
+
+    def positions_of(self, zone: str, hosts: Iterable[str]) -> NDArray[np.intp]:
+        """Positions of ``hosts`` in ``zone``, in iteration order, -1 for a name not in it.
+
+        One dict lookup per name, run by ``map`` in C: no Python call per name, so a
+        large server group stays cheap.
+        """
+        names = self._index.get(zone, {})
+        return np.fromiter(map(names.get, hosts, repeat(-1)), dtype=np.intp)
 
     def name_at(self, i: int) -> str:
         """Host name at position ``i``."""

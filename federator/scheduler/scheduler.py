@@ -37,6 +37,8 @@ from federator.scheduler.weighers import (
     HostWeigher,
     InstancesWeigher,
     RamWeigher,
+    SoftAffinityWeigher,
+    SoftAntiAffinityWeigher,
     VcpuWeigher,
     normalize,
 )
@@ -93,7 +95,13 @@ def default_filters() -> list[HostFilter]:
 
 def default_weighers() -> list[HostWeigher]:
     """The standard weighers with their default multipliers."""
-    return [RamWeigher(), VcpuWeigher(), InstancesWeigher()]
+    return [
+        RamWeigher(),
+        VcpuWeigher(),
+        InstancesWeigher(),
+        SoftAffinityWeigher(),
+        SoftAntiAffinityWeigher(),
+    ]
 
 
 def _top_k(weights: NDArray[np.float64], k: int) -> NDArray[np.intp]:

@@ -210,6 +210,53 @@ class Allocation(ApiBase):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class ServerGroup(ApiBase):
+    """A server group (Nova's os-server-groups): a policy its members are placed under.
+
+    ``max_server_per_host`` is set for anti-affinity only (NULL: one per host); ``scope``
+    says what the rule is about: ``host`` (Nova's meaning) or ``zone`` (availability
+    zones). Where each member is comes from its allocation, so membership of a placed
+    member and the capacity it holds are one fact, written in one transaction.
+    """
+
+    __tablename__ = "server_groups"
+
+    uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    project_id: Mapped[str] = mapped_column(String(255), index=True)
+    user_id: Mapped[str] = mapped_column(String(255))
+    policy: Mapped[str] = mapped_column(String(32))
+    max_server_per_host: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    scope: Mapped[str] = mapped_column(String(8), default="host")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ServerGroupMember(ApiBase):
+    """A server's membership of a group, from its boot until it is deleted (a server
+    belongs to one group at most)."""
+
+    __tablename__ = "server_group_members"
+
+    instance_uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    group_uuid: Mapped[str] = mapped_column(
+        ForeignKey("server_groups.uuid", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ServerGroupZone(ApiBase):
+    """The server group made in a remote cloud for a group's members placed in one zone
+    (drivers with the ``server_groups`` capability). Kept after the group is deleted
+    until the remote group is gone too, so no remote group is forgotten."""
+
+    __tablename__ = "server_group_zones"
+
+    group_uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    zone: Mapped[str] = mapped_column(String(64), primary_key=True)
+    remote_id: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class RequestSpec(ApiBase):
     """What was asked for, kept for rescheduling and recovery."""
 

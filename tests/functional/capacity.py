@@ -49,8 +49,11 @@ def boot_concurrently(
     image: str = "cirros",
     on_answer: Callable[[Answer], None] | None = None,
     headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> list[Answer]:
     """POST ``count`` boots from ``clients`` threads, each with its own HTTP client.
+
+    ``extra`` adds top-level keys to every body (scheduler hints, for example).
 
     Every thread waits at a barrier before its first request, so the requests really do
     overlap. A request that fails at the transport level counts as status 0.
@@ -62,7 +65,10 @@ def boot_concurrently(
         with httpx.Client(base_url=url, timeout=60, headers=headers) as client:
             barrier.wait()
             for i in range(first, count, clients):
-                body = {"server": {"name": f"{name}-{i}", "flavorRef": flavor, "imageRef": image}}
+                body = {
+                    "server": {"name": f"{name}-{i}", "flavorRef": flavor, "imageRef": image},
+                    **(extra or {}),
+                }
                 t0 = time.perf_counter()
                 try:
                     r = client.post(f"{COMPUTE}/servers", json=body)

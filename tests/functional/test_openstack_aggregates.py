@@ -1,5 +1,6 @@
 """``openstack aggregate ...`` and openstacksdk's aggregate calls, unchanged, against a live
-broker (the broker advertises microversion 2.1 and answers in its shapes)."""
+broker (the clients negotiate microversion 2.64 for os-aggregates and the broker answers
+in its shapes)."""
 
 from __future__ import annotations
 

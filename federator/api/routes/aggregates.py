@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from federator.api.deps import BrokerDep, require_admin
+from federator.api.microversion import V2_41, MicroversionDep, Version
 from federator.config import AggregateName
 from federator.exception import BadRequest
 from federator.hosts.aggregates import AggregateService, AggregateView
@@ -68,10 +69,10 @@ def _ts(ts: datetime | None) -> str | None:
     return None if ts is None else ts.strftime("%Y-%m-%dT%H:%M:%S.%f")
 
 
-def aggregate_body(a: AggregateView) -> dict[str, Any]:
-    return {
+def aggregate_body(a: AggregateView, mv: Version) -> dict[str, Any]:
+    """An aggregate as Nova shows it at microversion ``mv`` (its uuid from 2.41)."""
+    body: dict[str, Any] = {
         "id": a.id,
-        "uuid": a.uuid,
         "name": a.name,
         "availability_zone": a.availability_zone,
         "hosts": list(a.hosts),
@@ -81,6 +82,9 @@ def aggregate_body(a: AggregateView) -> dict[str, Any]:
         "deleted_at": None,
         "deleted": False,
     }
+    if mv >= V2_41:
+        body["uuid"] = a.uuid
+    return body
 
 
 def _service(broker: BrokerDep) -> AggregateService:
@@ -91,24 +95,26 @@ ServiceDep = Annotated[AggregateService, Depends(_service)]
 
 
 @router.get("")
-def list_aggregates(service: ServiceDep) -> dict[str, Any]:
-    return {"aggregates": [aggregate_body(a) for a in service.list_aggregates()]}
+def list_aggregates(service: ServiceDep, mv: MicroversionDep) -> dict[str, Any]:
+    return {"aggregates": [aggregate_body(a, mv) for a in service.list_aggregates()]}
 
 
 @router.post("")
-def create_aggregate(body: AggregateCreateBody, service: ServiceDep) -> dict[str, Any]:
+def create_aggregate(
+    body: AggregateCreateBody, service: ServiceDep, mv: MicroversionDep
+) -> dict[str, Any]:
     a = body.aggregate
-    return {"aggregate": aggregate_body(service.create(a.name, a.availability_zone))}
+    return {"aggregate": aggregate_body(service.create(a.name, a.availability_zone), mv)}
 
 
 @router.get("/{aggregate_id}")
-def show_aggregate(aggregate_id: str, service: ServiceDep) -> dict[str, Any]:
-    return {"aggregate": aggregate_body(service.get(aggregate_id))}
+def show_aggregate(aggregate_id: str, service: ServiceDep, mv: MicroversionDep) -> dict[str, Any]:
+    return {"aggregate": aggregate_body(service.get(aggregate_id), mv)}
 
 
 @router.put("/{aggregate_id}")
 def update_aggregate(
-    aggregate_id: str, body: AggregateUpdateBody, service: ServiceDep
+    aggregate_id: str, body: AggregateUpdateBody, service: ServiceDep, mv: MicroversionDep
 ) -> dict[str, Any]:
     a = body.aggregate
     given = a.model_fields_set
@@ -125,7 +131,7 @@ def update_aggregate(
     changes: dict[str, Any] = {"name": a.name}
     if "availability_zone" in given:
         changes["availability_zone"] = a.availability_zone
-    return {"aggregate": aggregate_body(service.update(aggregate_id, **changes))}
+    return {"aggregate": aggregate_body(service.update(aggregate_id, **changes), mv)}
 
 
 @router.delete("/{aggregate_id}")
@@ -136,7 +142,7 @@ def delete_aggregate(aggregate_id: str, service: ServiceDep) -> Response:
 
 @router.post("/{aggregate_id}/action")
 def aggregate_action(
-    aggregate_id: str, body: AggregateActionBody, service: ServiceDep
+    aggregate_id: str, body: AggregateActionBody, service: ServiceDep, mv: MicroversionDep
 ) -> dict[str, Any]:
     given = body.model_fields_set
     if len(given) != 1:
@@ -156,4 +162,4 @@ def aggregate_action(
             f"{action} needs a body",
             problems=[{"field": action, "message": "must be an object"}],
         )
-    return {"aggregate": aggregate_body(view)}
+    return {"aggregate": aggregate_body(view, mv)}

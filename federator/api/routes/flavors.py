@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from federator.api.deps import BaseUrlDep, BrokerDep
+from federator.api.microversion import MicroversionDep
 from federator.api.views import flavor_view
 from federator.broker import Broker
 from federator.config import FlavorConfig
@@ -17,16 +18,16 @@ router = APIRouter(prefix="/flavors", tags=["flavors"])
 
 @router.get("")
 def list_flavors(
-    broker: BrokerDep, base: BaseUrlDep, is_public: str | None = None
+    broker: BrokerDep, base: BaseUrlDep, mv: MicroversionDep, is_public: str | None = None
 ) -> dict[str, Any]:
-    return {"flavors": [flavor_view(f, base, detail=False) for f in broker.settings.flavors]}
+    return {"flavors": [flavor_view(f, base, False, mv) for f in broker.settings.flavors]}
 
 
 @router.get("/detail")
 def list_flavors_detail(
-    broker: BrokerDep, base: BaseUrlDep, is_public: str | None = None
+    broker: BrokerDep, base: BaseUrlDep, mv: MicroversionDep, is_public: str | None = None
 ) -> dict[str, Any]:
-    return {"flavors": [flavor_view(f, base, detail=True) for f in broker.settings.flavors]}
+    return {"flavors": [flavor_view(f, base, True, mv) for f in broker.settings.flavors]}
 
 
 def _by_id(broker: Broker, flavor_id: str) -> FlavorConfig:
@@ -38,8 +39,10 @@ def _by_id(broker: Broker, flavor_id: str) -> FlavorConfig:
 
 
 @router.get("/{flavor_id}")
-def show_flavor(flavor_id: str, broker: BrokerDep, base: BaseUrlDep) -> dict[str, Any]:
-    return {"flavor": flavor_view(_by_id(broker, flavor_id), base, detail=True)}
+def show_flavor(
+    flavor_id: str, broker: BrokerDep, base: BaseUrlDep, mv: MicroversionDep
+) -> dict[str, Any]:
+    return {"flavor": flavor_view(_by_id(broker, flavor_id), base, True, mv)}
 
 
 @router.get("/{flavor_id}/os-extra_specs")

@@ -55,6 +55,7 @@ def explain_policy(body: ExplainBody, broker: BrokerDep) -> dict[str, Any]:
                 project_id=body.project_id,
                 availability_zone=body.availability_zone,
                 max_hosts=body.max_hosts,
+                group=body.group,
             ),
         )
     }

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from federator.api.deps import BaseUrlDep, BrokerDep, ContextDep
+from federator.api.microversion import MicroversionDep
 from federator.api.schemas import ServerActionBody, ServerCreateBody
 from federator.api.views import server_brief, server_detail
 from federator.broker import Broker
@@ -30,6 +31,7 @@ def create_server(
             "an image is required: give imageRef or a boot device in block_device_mapping_v2",
             problems=[{"field": "server.imageRef", "message": "this field is required"}],
         )
+    hint = body.group_hint()
     views = broker.compute.boot(
         rc,
         BootRequest(
@@ -40,6 +42,8 @@ def create_server(
             metadata=dict(s.metadata),
             min_count=s.min_count,
             max_count=s.max_count or s.min_count,
+            group=hint[0] if hint else None,
+            group_field=hint[1] if hint else "os:scheduler_hints.group",
         ),
     )
     first = views[0]
@@ -88,16 +92,22 @@ def list_servers(
 
 @router.get("/detail")
 def list_servers_detail(
-    broker: BrokerDep, rc: ContextDep, base: BaseUrlDep, q: ListQuery
+    broker: BrokerDep, rc: ContextDep, base: BaseUrlDep, q: ListQuery, mv: MicroversionDep
 ) -> dict[str, Any]:
-    return {"servers": [server_detail(v, base) for v in _list(broker, rc, q)]}
+    return {
+        "servers": [
+            server_detail(v, base, mv, admin=rc.is_admin, flavors=broker.settings.flavor)
+            for v in _list(broker, rc, q)
+        ]
+    }
 
 
 @router.get("/{server_id}")
 def show_server(
-    server_id: str, broker: BrokerDep, rc: ContextDep, base: BaseUrlDep
+    server_id: str, broker: BrokerDep, rc: ContextDep, base: BaseUrlDep, mv: MicroversionDep
 ) -> dict[str, Any]:
-    return {"server": server_detail(broker.compute.get(rc, server_id), base)}
+    v = broker.compute.get(rc, server_id)
+    return {"server": server_detail(v, base, mv, admin=rc.is_admin, flavors=broker.settings.flavor)}
 
 
 @router.delete("/{server_id}", status_code=204)

@@ -7,14 +7,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from federator.api import microversion
 from federator.api.deps import BROKER_PREFIX, COMPUTE_PREFIX, BrokerDep
 
 router = APIRouter(tags=["versions"])
-
-# The compute API speaks v2.1 semantics with no microversions above it (yet): clients
-# then send 2.1 and the broker honours 2.1 response shapes exactly.
-MIN_VERSION = "2.1"
-MAX_VERSION = "2.1"
 
 
 def _compute_version(request: Request) -> dict[str, Any]:
@@ -22,8 +18,8 @@ def _compute_version(request: Request) -> dict[str, Any]:
     return {
         "id": "v2.1",
         "status": "CURRENT",
-        "version": MAX_VERSION if MAX_VERSION != "2.1" else "",
-        "min_version": MIN_VERSION if MAX_VERSION != "2.1" else "",
+        "version": str(microversion.MAX),
+        "min_version": str(microversion.MIN),
         "updated": "2026-11-21T00:00:00Z",
         "links": [{"rel": "self", "href": f"{base}{COMPUTE_PREFIX}/"}],
     }

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "HostFilter",
     "all_pass",
+    "az_mask",
     "holds_name",
     "positions_in_slice",
     "ratio_note",
@@ -96,17 +97,21 @@ def positions_in_slice(
 ) -> NDArray[np.intp]:
     """Positions of ``hosts`` relative to ``sl``, skipping names not in it.
 
-    One dictionary lookup per name: the cost follows the size of ``hosts``, not
-    the size of the zone.
+    One dictionary lookup per name (:meth:`HostTable.positions_of`, no Python call per
+    name): the cost follows the size of ``hosts``, not the size of the zone.
     """
     start = sl.start or 0
     stop = len(table) if sl.stop is None else sl.stop
-    found: list[int] = []
-    for host in hosts:
-        i = table.index_of(zone, host)
-        if i is not None and start <= i < stop:
-            found.append(i - start)
-    return np.array(found, dtype=np.intp)
+    idx = table.positions_of(zone, hosts)
+    return idx[(idx >= start) & (idx < stop)] - start
+
+
+def az_mask(table: HostTable, sl: slice, azs: Iterable[str]) -> NDArray[np.bool_]:
+    """True for the hosts of ``table[sl]`` whose availability zone is one of ``azs``."""
+    codes = [table.az_codes[az] for az in azs if az in table.az_codes]
+    if not codes:
+        return np.zeros(table.enabled[sl].shape, dtype=np.bool_)
+    return np.isin(table.az_code[sl], np.array(codes, dtype=np.int32))
 
 
 def all_pass(table: HostTable, sl: slice) -> NDArray[np.bool_]:

@@ -97,7 +97,7 @@ def test_anti_affinity_filter() -> None:
     f = AntiAffinityFilter()
     r = req(anti_affinity_hosts=frozenset({"b", "unknown"}))
     assert f.mask(t, t.zone_slice("z1"), r).tolist() == [True, False, True]
-    assert "already holds a member" in f.explain(t, 1, r)
+    assert "already holds as many members" in f.explain(t, 1, r)
     assert "holds no member" in f.explain(t, 0, r)
     assert f.mask(t, t.zone_slice("z1"), req()).tolist() == [True, True, True]
 

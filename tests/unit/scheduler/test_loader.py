@@ -48,7 +48,13 @@ def test_every_built_in_rule_is_an_entry_point_of_the_package() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["project"]
     declared = project["entry-points"]
     assert set(declared[FILTERS_NAMESPACE]) == set(DEFAULT_SCHEDULER_FILTERS)
-    assert set(declared[WEIGHERS_NAMESPACE]) == {"ram", "vcpu", "instances"}
+    assert set(declared[WEIGHERS_NAMESPACE]) == {
+        "ram",
+        "vcpu",
+        "instances",
+        "soft_affinity",
+        "soft_anti_affinity",
+    }
     # and the installed metadata agrees (a stale install would fail the broker's start)
     assert set(installed_filters()) >= set(declared[FILTERS_NAMESPACE])
     assert set(installed_weighers()) >= set(declared[WEIGHERS_NAMESPACE])
@@ -95,7 +101,7 @@ def test_unknown_weigher_is_named_with_the_installed_ones() -> None:
         scheduler_from_config(config(weighers=[{"name": "disk"}]))
     assert exc.value.message == (
         "scheduler.weighers names weigher 'disk', which is not installed "
-        "(installed: instances, ram, vcpu)"
+        "(installed: instances, ram, soft_affinity, soft_anti_affinity, vcpu)"
     )
 
 

@@ -35,8 +35,14 @@ SCHED = HostScheduler(weighers=[RamWeigher()])
 def test_defaults() -> None:
     s = HostScheduler()
     assert [f.name for f in s.filters] == [f.name for f in default_filters()]
-    assert [w.name for w in s.weighers] == ["RamWeigher", "VcpuWeigher", "InstancesWeigher"]
-    assert len(default_weighers()) == 3
+    assert [w.name for w in s.weighers] == [
+        "RamWeigher",
+        "VcpuWeigher",
+        "InstancesWeigher",
+        "ServerGroupSoftAffinityWeigher",
+        "ServerGroupSoftAntiAffinityWeigher",
+    ]
+    assert len(default_weighers()) == 5
     assert [f.name for f in default_filters()] == [
         "EnabledFilter",
         "AvailabilityZoneFilter",
