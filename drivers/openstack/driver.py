@@ -4,10 +4,13 @@ The remote cloud may be a real OpenStack or another federator broker (a child zo
 Instances are created through openstacksdk with the broker's instance uuid and broker id
 in server metadata; a create is idempotent because the driver looks the uuid up before it
 creates, so a retry after a timeout finds the server instead of making a second one.
+Server groups have no metadata in Nova, so a remote group's name carries the broker id
+and the broker's group uuid, and the same look-up before create makes it idempotent.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
@@ -29,6 +32,7 @@ from federator.driver import (
     PermanentError,
     PowerState,
     RemoteInstance,
+    ServerGroupSpec,
     TransientError,
     ZoneCapacity,
     ZoneContext,
@@ -39,6 +43,11 @@ from federator.keyedlocks import KeyedLocks
 
 LOG = logging.getLogger(__name__)
 _SETTLED = {PowerState.ACTIVE, PowerState.SHUTOFF, PowerState.ERROR, PowerState.DELETED}
+_GROUP_NAME_MAX = 255  # Nova's limit on a server group's name
+# A remote build fault that means "not here, now": try the next zone. Nova says "No valid
+# host was found"; a child broker also says so, or that a server group "cannot take
+# another member" when the group's rule (kept there) refuses it on every host.
+_TRY_ELSEWHERE = re.compile(r"no valid host|quota|capacity|cannot take another member", re.I)
 
 
 class OpenStackDriver(Driver):
@@ -57,6 +66,7 @@ class OpenStackDriver(Driver):
         # (one GET) and fall back to scanning the project's servers.
         self._ids: dict[str, str] = {}
         self._creating = KeyedLocks()
+        self._grouping = KeyedLocks()
 
     # --- connection ----------------------------------------------------------------
 
@@ -118,7 +128,7 @@ class OpenStackDriver(Driver):
     # --- the contract ----------------------------------------------------------------
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(host_scheduling=False)
+        return Capabilities(host_scheduling=False, server_groups=self.options.server_groups)
 
     def list_hosts(self) -> Sequence[HostInfo]:
         return []
@@ -145,6 +155,8 @@ class OpenStackDriver(Driver):
             }
             if self.options.availability_zone:
                 attrs["availability_zone"] = self.options.availability_zone
+            if spec.server_group is not None:
+                attrs["scheduler_hints"] = {"group": spec.server_group}
             with translated(self.zone, uuid=spec.uuid):
                 existing = self.conn.compute.create_server(**attrs)
                 self._ids[spec.uuid] = str(existing.id)
@@ -155,7 +167,7 @@ class OpenStackDriver(Driver):
             fault = (getattr(server, "fault", None) or {}).get("message", "")
             self.delete(spec.uuid)
             reason = f"the remote cloud could not build it: {fault or 'status ERROR'}"
-            if re.search(r"no valid host|quota|capacity", fault, re.I):
+            if _TRY_ELSEWHERE.search(fault):
                 raise CapacityError(self.zone, reason)
             raise PermanentError(self.zone, reason)
         return remote
@@ -201,6 +213,39 @@ class OpenStackDriver(Driver):
     def reboot(self, uuid: str, *, hard: bool = False) -> RemoteInstance:
         return self._act(uuid, "reboot", hard=hard)
 
+    def create_server_group(self, spec: ServerGroupSpec) -> str:
+        """A remote group named for ``spec`` (see :meth:`_group_name`), found by that name
+        or made with ``spec.policy`` (and ``max_server_per_host`` as a rule when it allows
+        more than one member per host, which needs microversion 2.64 at the remote)."""
+        if not self.options.server_groups:
+            return super().create_server_group(spec)
+        name = self._group_name(spec.broker_id, spec.uuid)
+        with self._grouping.held(name):
+            found = self._find_group(name)
+            if found is not None:
+                return found
+            attrs: dict[str, Any] = {"name": name, "policy": spec.policy}
+            if spec.policy == "anti-affinity" and (spec.max_server_per_host or 1) > 1:
+                attrs["rules"] = {"max_server_per_host": spec.max_server_per_host}
+            try:
+                with translated(self.zone, about="server group"):
+                    made = self.conn.compute.create_server_group(**attrs)
+            except TransientError:
+                # The request may have reached the remote cloud before the failure: a group
+                # it made is the result, not a leftover.
+                found = self._find_group(name)
+                if found is None:
+                    raise
+                return found
+        LOG.info("zone %s: created server group %s for %s", self.zone, made.id, spec.uuid)
+        return str(made.id)
+
+    def delete_server_group(self, remote_id: str) -> None:
+        if not self.options.server_groups:
+            return super().delete_server_group(remote_id)
+        with translated(self.zone, about="server group"):
+            self.conn.compute.delete_server_group(remote_id, ignore_missing=True)
+
     def health(self) -> ZoneHealth:
         try:
             with translated(self.zone):
@@ -234,6 +279,24 @@ class OpenStackDriver(Driver):
     def _networks(self) -> Any:
         net = self.options.network
         return net if net in ("auto", "none") else [{"uuid": net}]
+
+    def _group_name(self, broker_id: str, uuid: str) -> str:
+        """``<metadata_prefix><broker id>:<group uuid>``, the remote name that tells this
+        broker's group apart (Nova groups carry no metadata). Past Nova's 255 characters
+        the broker id is replaced by a digest of it."""
+        name = f"{self.options.metadata_prefix}{broker_id}:{uuid}"
+        if len(name) <= _GROUP_NAME_MAX:
+            return name
+        digest = hashlib.sha256(broker_id.encode()).hexdigest()[:16]
+        prefix = self.options.metadata_prefix[: _GROUP_NAME_MAX - len(digest) - len(uuid) - 1]
+        return f"{prefix}{digest}:{uuid}"
+
+    def _find_group(self, name: str) -> str | None:
+        """The id of the project's server group named ``name``, or None. Should two have
+        been made at once (by two processes), the lowest id is the answer, every time."""
+        with translated(self.zone, about="server group"):
+            ids = sorted(str(g.id) for g in self.conn.compute.server_groups() if g.name == name)
+        return ids[0] if ids else None
 
     def _resolve_flavor(self, name: str) -> str:
         ref = self._flavor(name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Literal
 
 from federator.driver import (
     AuthError,
@@ -16,6 +17,11 @@ from federator.driver import (
 )
 
 _CAPACITY = re.compile(r"no valid host|quota|over ?limit|insufficient|capacity", re.I)
+
+About = Literal["instance", "server group"]
+"""What a call is about: a 404 about an instance is :class:`InstanceNotFound`; about a
+server group it means the remote cloud serves no such API or group, a
+:class:`PermanentError` (the group calls' contract raises no not-found)."""
 
 
 def _status(exc: BaseException) -> int | None:
@@ -29,7 +35,9 @@ def _message(exc: BaseException) -> str:
     return re.sub(r"\?\S*", "", str(text))[:500]
 
 
-def translate(zone: str, exc: BaseException, *, uuid: str | None = None) -> DriverError:
+def translate(
+    zone: str, exc: BaseException, *, uuid: str | None = None, about: About = "instance"
+) -> DriverError:
     """Map an SDK error onto capacity / transient / auth / not found / permanent."""
     from keystoneauth1 import exceptions as ks
 
@@ -43,6 +51,8 @@ def translate(zone: str, exc: BaseException, *, uuid: str | None = None) -> Driv
         status is not None and status >= 500
     ):
         return TransientError(zone, f"remote cloud error {status or ''}: {message}".strip())
+    if status == 404 and about == "server group":
+        return PermanentError(zone, f"server groups: {message}")
     if status == 404:
         return InstanceNotFound(zone, f"no instance for {uuid}" if uuid else message)
     if status in (403, 413) and _CAPACITY.search(message):
@@ -53,7 +63,7 @@ def translate(zone: str, exc: BaseException, *, uuid: str | None = None) -> Driv
 
 
 @contextmanager
-def translated(zone: str, *, uuid: str | None = None) -> Iterator[None]:
+def translated(zone: str, *, uuid: str | None = None, about: About = "instance") -> Iterator[None]:
     from keystoneauth1.exceptions import ClientException
     from openstack.exceptions import SDKException
 
@@ -62,4 +72,4 @@ def translated(zone: str, *, uuid: str | None = None) -> Iterator[None]:
     except DriverError:
         raise
     except (SDKException, ClientException) as exc:
-        raise translate(zone, exc, uuid=uuid) from exc
+        raise translate(zone, exc, uuid=uuid, about=about) from exc

@@ -31,6 +31,10 @@ class OpenStackOptions(DriverOptions):
     network: Literal["auto", "none"] | str = "auto"
     availability_zone: str | None = None
     metadata_prefix: str = "federator:"
+    server_groups: bool = True
+    """Keep a broker server group's rule here with a remote server group of the same
+    policy. False: the zone counts as one host for every group (the remote cloud refuses
+    server groups, or has no quota for them)."""
     wait_timeout: float = Field(default=600.0, ge=0)
     poll_interval: float = Field(default=1.0, gt=0)
     api_timeout: float = Field(default=30.0, gt=0)

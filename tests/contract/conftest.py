@@ -15,6 +15,13 @@ and deletes anything a test left behind. Building drivers through
 :func:`load_zone` goes through the real stevedore loader and options validation, as
 the broker does.
 
+Tests of server groups take ``make_group`` as well: it calls
+``driver.create_server_group`` and deletes every group it made after the test, so a
+real cloud under the suite keeps no leftovers. Those tests follow the driver's
+``server_groups`` capability: without it they check that both group methods are refused
+and change nothing. (The ``openstack-broker`` child serves ``os-server-groups`` and
+keeps each group's rule on its two hosts.)
+
 A driver installed from another package can be checked without editing this file:
 ``FEDERATOR_CONTRACT_DRIVERS=tiny,other pytest tests/contract`` adds one entry per
 named entry point, loaded with its default options.
@@ -33,7 +40,7 @@ from unittest import mock
 import pytest
 
 from federator.config import ZoneConfig
-from federator.driver import Driver
+from federator.driver import Driver, ServerGroupSpec
 from federator.plugins import load_driver
 from tests.support_moto import (
     FAKE_ENV,
@@ -185,3 +192,19 @@ def driver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Driver]:
         for uuid in leftovers:
             made.delete(uuid)
         made.close()
+
+
+@pytest.fixture
+def make_group(driver: Driver) -> Iterator[Callable[[ServerGroupSpec], str]]:
+    """``make_group(spec)`` is ``driver.create_server_group(spec)``; every group it made is
+    deleted after the test (before the driver's leftover instances are)."""
+    made: list[str] = []
+
+    def make(spec: ServerGroupSpec) -> str:
+        remote_id = driver.create_server_group(spec)
+        made.append(remote_id)
+        return remote_id
+
+    yield make
+    for remote_id in dict.fromkeys(made):
+        driver.delete_server_group(remote_id)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import threading
 import uuid as uuidlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import pytest
 
@@ -22,6 +24,7 @@ from federator.driver import (
     PermanentError,
     PowerState,
     RemoteInstance,
+    ServerGroupSpec,
 )
 
 FLAVOR = FlavorSpec(name="contract.tiny", vcpus=1, ram_mb=256, disk_gb=1)
@@ -44,6 +47,20 @@ def make_spec(driver: Driver, n: int = 0, uuid: str | None = None) -> InstanceSp
     )
 
 
+def group_spec(
+    driver: Driver, policy: str = "anti-affinity", max_server_per_host: int | None = None
+) -> ServerGroupSpec:
+    """A broker server group of a fresh uuid, as the broker would ask for it."""
+    return ServerGroupSpec(
+        uuid=str(uuidlib.uuid4()),
+        name=f"contract-{policy}",
+        policy=policy,
+        project_id="contract-project",
+        broker_id=driver.context.broker_id,
+        max_server_per_host=max_server_per_host,
+    )
+
+
 def listed(driver: Driver, batch_size: int = 500) -> list[RemoteInstance]:
     return [i for batch in driver.list_instances(batch_size) for i in batch]
 
@@ -56,6 +73,27 @@ def require_start_stop(driver: Driver) -> None:
 def require_reboot(driver: Driver) -> None:
     if not driver.capabilities().reboot:
         pytest.skip("driver does not support reboot")
+
+
+def refuses_server_groups(driver: Driver) -> bool:
+    """False for a driver with ``server_groups``. For one without, check what it owes
+    instead (both group methods raise ``PermanentError`` and change nothing) and return
+    True: the test then ends there. Like the pause and migrate tests, these follow the
+    capability rather than skip, so a driver without it runs no skipped test."""
+    if driver.capabilities().server_groups:
+        return False
+    before = [(i.uuid, i.remote_id, i.state) for i in listed(driver)]
+    with pytest.raises(PermanentError) as caught:
+        driver.create_server_group(group_spec(driver))
+    assert caught.value.zone == driver.zone
+    with pytest.raises(PermanentError) as caught:
+        driver.delete_server_group("any-remote-group")
+    assert caught.value.zone == driver.zone
+    assert [(i.uuid, i.remote_id, i.state) for i in listed(driver)] == before
+    return True
+
+
+MakeGroup = Callable[[ServerGroupSpec], str]
 
 
 # --- create, get, list ------------------------------------------------------------------
@@ -174,6 +212,86 @@ def test_migrate_follows_the_capability(driver: Driver) -> None:
         driver.migrate(uuid, "no-such-host")
     assert driver.start(uuid).state is PowerState.ACTIVE
     assert driver.get(uuid).host == target
+
+
+# --- server groups ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("policy", "max_server_per_host"),
+    [("anti-affinity", None), ("anti-affinity", 2), ("affinity", None)],
+)
+def test_create_server_group_twice_returns_one_group(
+    driver: Driver, make_group: MakeGroup, policy: str, max_server_per_host: int | None
+) -> None:
+    if refuses_server_groups(driver):
+        return
+    spec = group_spec(driver, policy, max_server_per_host)
+    first = make_group(spec)
+    assert first
+    assert make_group(spec) == first
+    # Another broker group, even of the same name and policy, is another remote group.
+    assert make_group(replace(spec, uuid=str(uuidlib.uuid4()))) != first
+
+
+def test_concurrent_creates_of_one_server_group_make_one(
+    driver: Driver, make_group: MakeGroup
+) -> None:
+    if refuses_server_groups(driver):
+        return
+    spec = group_spec(driver)
+    gate = threading.Barrier(8)
+
+    def create(_: int) -> str:
+        gate.wait()
+        return make_group(spec)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        made = set(pool.map(create, range(8)))
+
+    assert len(made) == 1
+    assert make_group(spec) in made
+
+
+def test_member_created_in_a_server_group_exists(driver: Driver, make_group: MakeGroup) -> None:
+    if refuses_server_groups(driver):
+        return
+    remote_id = make_group(group_spec(driver))
+    spec = replace(make_spec(driver), server_group=remote_id)
+    made = driver.create(spec)
+    assert (made.uuid, made.state) == (spec.uuid, PowerState.ACTIVE)
+    assert driver.create(spec).remote_id == made.remote_id  # still idempotent
+    assert driver.get(spec.uuid).remote_id == made.remote_id
+    assert [i.uuid for i in listed(driver)] == [spec.uuid]
+
+
+def test_delete_server_group_removes_it_and_deleting_twice_succeeds(driver: Driver) -> None:
+    if refuses_server_groups(driver):
+        return
+    spec = group_spec(driver)
+    first = driver.create_server_group(spec)
+    member = driver.create(replace(make_spec(driver), server_group=first))
+    driver.delete_server_group(first)
+    driver.delete_server_group(first)
+    driver.delete_server_group(str(uuidlib.uuid4()))
+    # The group is gone: asking again for the same broker group makes a new one...
+    second = driver.create_server_group(spec)
+    try:
+        assert second != first
+    finally:
+        driver.delete_server_group(second)
+    # ...and its member kept running.
+    assert driver.get(member.uuid).state is PowerState.ACTIVE
+    assert [i.uuid for i in listed(driver)] == [member.uuid]
+
+
+def test_server_group_calls_leave_other_instances_alone(driver: Driver) -> None:
+    uuid = driver.create(make_spec(driver)).uuid
+    if not refuses_server_groups(driver):
+        group = driver.create_server_group(group_spec(driver))
+        driver.delete_server_group(group)
+    assert [i.uuid for i in listed(driver)] == [uuid]
+    assert driver.get(uuid).state is PowerState.ACTIVE
 
 
 # --- delete and unknown instances -------------------------------------------------------
