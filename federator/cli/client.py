@@ -219,18 +219,22 @@ class Client:
         *,
         params: Mapping[str, str | int] | None = None,
         body: Any = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Any:
         """Send one request and return the decoded JSON body (None when there is none).
+        ``headers`` are sent besides the token (a microversion, say).
 
         :raises BrokerUnreachable: no HTTP answer arrived.
         :raises ApiError: the answer had a 4xx or 5xx status.
         """
         token = self._token()
-        response = self._send(method, path, params=params, body=body, token=token)
+        response = self._send(method, path, params=params, body=body, token=token, headers=headers)
         if response.status_code == 401 and token is not None:
             # A token kept from earlier in the process may have expired: ask once more.
             token = self._token(fresh=True)
-            response = self._send(method, path, params=params, body=body, token=token)
+            response = self._send(
+                method, path, params=params, body=body, token=token, headers=headers
+            )
         if response.is_error:
             hint = AUTH_HINT if response.status_code == 401 and token is None else ""
             raise ApiError.from_response(response, hint)
@@ -289,10 +293,13 @@ class Client:
         params: Mapping[str, str | int] | None = None,
         body: Any = None,
         token: str | None,
+        headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
-        headers = {"X-Auth-Token": token} if token else None
+        sent = dict(headers or {})
+        if token:
+            sent["X-Auth-Token"] = token
         try:
-            return self._http.request(method, path, params=params, json=body, headers=headers)
+            return self._http.request(method, path, params=params, json=body, headers=sent)
         except httpx.TimeoutException:
             raise BrokerUnreachable(
                 f"cannot reach the broker at {self.url}: no answer within {self.timeout:g}s"
@@ -304,14 +311,20 @@ class Client:
                 f"cannot reach the broker at {self.url}: {_reason(exc)}"
             ) from None
 
-    def get(self, path: str, params: Mapping[str, str | int] | None = None) -> Any:
-        return self.request("GET", path, params=params)
+    def get(
+        self,
+        path: str,
+        params: Mapping[str, str | int] | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        return self.request("GET", path, params=params, headers=headers)
 
-    def post(self, path: str, body: Any = None) -> Any:
-        return self.request("POST", path, body=body)
+    def post(self, path: str, body: Any = None, *, headers: Mapping[str, str] | None = None) -> Any:
+        return self.request("POST", path, body=body, headers=headers)
 
-    def delete(self, path: str) -> Any:
-        return self.request("DELETE", path)
+    def delete(self, path: str, *, headers: Mapping[str, str] | None = None) -> Any:
+        return self.request("DELETE", path, headers=headers)
 
     # --- the calls the commands make -------------------------------------------------
 

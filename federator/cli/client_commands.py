@@ -1,6 +1,6 @@
 """The command groups that talk to a running broker over its API.
 
-``register`` adds ``server``, ``zone``, ``az``, ``flavor`` and ``monitor``;
+``register`` adds ``server``, ``server-group``, ``zone``, ``az``, ``flavor`` and ``monitor``;
 ``register_policy_client`` adds ``show``, ``reload`` and ``explain`` to the ``policy`` group.
 """
 
@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from federator.cli import flavors, servers, zones
+from federator.cli import flavors, server_groups, servers, zones
 from federator.cli.client import BROKER, DEFAULT_TIMEOUT, TimeoutOpt, UrlOpt, session
 from federator.cli.output import (
     NONE,
@@ -35,6 +35,7 @@ TOP_HOSTS = 5
 
 def register(app: typer.Typer) -> None:
     app.add_typer(servers.app, name="server")
+    app.add_typer(server_groups.app, name="server-group")
     app.add_typer(zones.zone_app, name="zone")
     app.add_typer(zones.az_app, name="az")
     app.add_typer(flavors.app, name="flavor")
@@ -103,6 +104,9 @@ def policy_explain(
         int | None,
         typer.Option("--max-hosts", min=0, help=f"Hosts to show per zone (default {TOP_HOSTS})."),
     ] = None,
+    group: Annotated[
+        str | None, typer.Option("--group", help="Server group id the boot would join.")
+    ] = None,
     url: UrlOpt = None,
     timeout: TimeoutOpt = DEFAULT_TIMEOUT,
     json_out: JsonOpt = False,
@@ -112,6 +116,8 @@ def policy_explain(
     request: dict[str, Any] = {"flavor": flavor, "image": image, "project_id": project}
     if availability_zone:
         request["availability_zone"] = availability_zone
+    if group:
+        request["group"] = group
     if max_hosts is not None and json_out:
         # For the table every host is fetched: the API cuts its list before ranking it.
         request["max_hosts"] = max_hosts
@@ -138,6 +144,9 @@ def _print_explain(ex: dict[str, Any], top: int) -> None:
         f"Request: flavor {req.get('flavor')}, image {req.get('image')}, project "
         f"{req.get('project_id')}, availability zone {req.get('availability_zone') or 'any'}"
     )
+    if ex.get("group"):
+        g = ex["group"]
+        say(f"Server group: {g.get('rule')}, {g.get('members_placed')} member(s) placed")
     for label, key in (
         ("Matched rules", "matched_rules"),
         ("Would start bursting", "would_start_bursting"),
@@ -162,6 +171,9 @@ def _print_zone(zone: dict[str, Any], top: int) -> None:
             say(f"    figures: {key_values(v['figures'])}")
     if zone.get("limits"):
         say(f"  limits: {key_values(zone['limits'])}")
+    if zone.get("group"):
+        verdict = "allows" if zone["group"].get("allowed") else "refuses"
+        say(f"  server group {verdict} it: {zone['group'].get('detail')}")
     hosts: list[dict[str, Any]] | None = zone.get("hosts")
     if hosts is None:
         return

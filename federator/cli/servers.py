@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from federator.cli import server_groups
 from federator.cli.client import (
     COMPUTE,
     DEFAULT_TIMEOUT,
@@ -161,6 +162,14 @@ def create(
         typer.Option("--property", help="Metadata KEY=VALUE; repeat for more."),
     ] = None,
     count: Annotated[int, typer.Option("--count", min=1, help="How many servers.")] = 1,
+    group: Annotated[
+        str | None,
+        typer.Option(
+            "--group",
+            metavar="ID",
+            help="Join this server group (id or exact name): its rule places them.",
+        ),
+    ] = None,
     wait: Annotated[
         bool, typer.Option("--wait", help="Wait until every server has left BUILD.")
     ] = False,
@@ -182,7 +191,10 @@ def create(
         before = (
             {s["id"] for s in client.servers({"name": pattern})} if wait and count > 1 else set()
         )
-        answer = client.post(f"{COMPUTE}/servers", {"server": server})
+        request: dict[str, Any] = {"server": server}
+        if group:
+            request["os:scheduler_hints"] = {"group": server_groups.group_id(client, group)}
+        answer = client.post(f"{COMPUTE}/servers", request)
         first = answer["server"]["id"]
         if not wait:
             if json_out:
@@ -293,10 +305,19 @@ def show(
             ("host", placement.get("host") or server.get(HOST)),
             ("reason", placement.get("reason")),
             ("matched rules", placement.get("matched_rules")),
+            ("server group", _group_note(placement.get("group"))),
             ("decided at", placement.get("decided_at")),
         ],
         title="Placement",
     )
+
+
+def _group_note(group: dict[str, Any] | None) -> str | None:
+    """``spread (id): anti-affinity, hard rule kept``: the group rule a placement kept."""
+    if not group:
+        return None
+    head = f"{group.get('name')} ({group.get('id')}): {group.get('policy')}"
+    return f"{head}, {group['detail']}" if group.get("detail") else head
 
 
 @app.command("delete")
