@@ -11,12 +11,18 @@ tenant-isolated pool, a dedicated pool with its own CPU ratio and instance
 limit). The scheduler is built from the default ``[scheduler]`` section, every
 filter enabled, through the same entry points the broker uses. Requests carry
 flavor extra specs, image properties and a project (see ``request``). It runs
-three workloads of N decisions each on a fresh copy of that zone:
+four workloads of N decisions each on a fresh copy of that zone:
 
 * ``plain``: every filter, default weighers, ``"spread"``;
 * ``pack``: the same with ``"pack"``;
 * ``anti_affinity``: every request belongs to one anti-affinity group whose
-  members occupy ~50 hosts (the group moves as members are placed).
+  members occupy ~50 hosts (the group moves as members are placed);
+* ``anti_affinity_1000``: the same with a large group: 1,000 members on 1,000
+  distinct hosts at 10,000 hosts, min(1,000, size/2) hosts for a smaller zone
+  (``group_hosts`` in the output), all of them in ``anti_affinity_hosts``. Each
+  member placed joins the group and the oldest member leaves it, so the group
+  keeps its size. ``anti_affinity_1000_p50_ratio`` is its p50 over the ``plain``
+  p50 of the same run, per zone size; the target bounds it at 10,000 hosts.
 
 Only ``HostScheduler.select`` is timed (``time.perf_counter_ns``). After each
 decision the chosen host's usage is raised with ``set_usage``, as the claim in
@@ -49,8 +55,15 @@ AZS = ("az1", "az2", "az3", "az4")
 HOST_SIZES = ((16, 65536, 500), (32, 131072, 1000), (64, 262144, 2000), (96, 524288, 4000))
 FLAVORS = ((1, 2048, 20), (2, 4096, 40), (4, 8192, 80), (8, 16384, 160))
 GROUP_HOSTS = 50
+LARGE_GROUP_HOSTS = 1000
 WARMUP = 100
-TARGETS = {"p50_ms_at_10000": 2.0, "p99_ms_at_10000": 5.0}
+SCENARIOS = ("plain", "pack", "anti_affinity", "anti_affinity_1000")
+ANTI_AFFINITY = frozenset({"anti_affinity", "anti_affinity_1000"})
+TARGETS = {
+    "p50_ms_at_10000": 2.0,
+    "p99_ms_at_10000": 5.0,
+    "anti_affinity_1000_p50_ratio_max": 2.0,
+}
 # Every host is in a base aggregate without metadata; these add metadata to a share of
 # the hosts, chosen at random (a host may be in several): (share, metadata).
 AGGREGATES: tuple[tuple[float, dict[str, str]], ...] = (
@@ -126,11 +139,20 @@ def request(rng: random.Random, scenario: str, group: deque[str]) -> HostRequest
         ram_mb=ram,
         disk_gb=disk,
         weighing="pack" if scenario == "pack" else "spread",
-        anti_affinity_hosts=frozenset(group) if scenario == "anti_affinity" else frozenset(),
+        anti_affinity_hosts=frozenset(group) if scenario in ANTI_AFFINITY else frozenset(),
         project_id=rng.choice(PROJECTS),
         extra_specs={"aggregate_instance_extra_specs:ssd": "true"} if rng.random() < 0.25 else {},
         image_properties=rng.choice(IMAGE_PROPERTIES),
     )
+
+
+def group_hosts(scenario: str, size: int) -> int:
+    """How many distinct hosts the workload's anti-affinity group occupies (0: none)."""
+    if scenario == "anti_affinity":
+        return min(GROUP_HOSTS, size)
+    if scenario == "anti_affinity_1000":
+        return min(LARGE_GROUP_HOSTS, size // 2)
+    return 0
 
 
 def make_scheduler() -> HostScheduler:
@@ -157,7 +179,8 @@ def run(rows: list[HostRow], scenario: str, decisions: int, seed: int) -> dict[s
     table = HostTable.from_rows(rows)
     sched = make_scheduler()
     names = [r.name for r in rows]
-    group: deque[str] = deque(rng.sample(names, min(GROUP_HOSTS, len(names))))
+    n_group = group_hosts(scenario, len(rows))
+    group: deque[str] = deque(rng.sample(names, n_group)) if n_group else deque()
     placed: deque[Placement] = deque()
     timings = np.empty(decisions, dtype=np.int64)
     no_valid_host = 0
@@ -178,12 +201,14 @@ def run(rows: list[HostRow], scenario: str, decisions: int, seed: int) -> dict[s
         placed.append(p)
         if len(placed) > len(rows):
             adjust(table, placed.popleft(), -1)
-        if scenario == "anti_affinity":
+        if scenario in ANTI_AFFINITY:
             group.append(chosen[0])
-            if len(group) > GROUP_HOSTS:
+            if len(group) > n_group:
                 group.popleft()
     ms = timings / 1e6
+    group_figures = {"group_hosts": n_group} if scenario in ANTI_AFFINITY else {}
     return {
+        **group_figures,
         "decisions_per_s": round(decisions / (float(timings.sum()) / 1e9), 1),
         "p50_ms": round(float(np.percentile(ms, 50)), 4),
         "p99_ms": round(float(np.percentile(ms, 99)), 4),
@@ -206,14 +231,20 @@ def main(argv: list[str] | None = None) -> int:
     for size in sizes:
         rows = make_rows(random.Random(args.seed * 1_000_003 + size), size)
         results[str(size)] = {
-            scenario: run(rows, scenario, args.decisions, args.seed)
-            for scenario in ("plain", "pack", "anti_affinity")
+            scenario: run(rows, scenario, args.decisions, args.seed) for scenario in SCENARIOS
         }
+    ratios = {
+        size: round(r["anti_affinity_1000"]["p50_ms"] / r["plain"]["p50_ms"], 3)
+        for size, r in results.items()
+    }
 
     at_10000 = results.get("10000")
-    meets = at_10000 is not None and all(
+    meets_latency = at_10000 is not None and all(
         r["p50_ms"] <= TARGETS["p50_ms_at_10000"] and r["p99_ms"] <= TARGETS["p99_ms_at_10000"]
         for r in at_10000.values()
+    )
+    meets_ratio = "10000" in ratios and (
+        ratios["10000"] <= TARGETS["anti_affinity_1000_p50_ratio_max"]
     )
     sched = make_scheduler()
     doc = {
@@ -225,8 +256,10 @@ def main(argv: list[str] | None = None) -> int:
         "weighers": {w.name: w.multiplier for w in sched.weighers},
         "aggregates": [{"share": share, "metadata": meta} for share, meta in AGGREGATES],
         "results": results,
+        "anti_affinity_1000_p50_ratio": ratios,
         "targets": TARGETS,
-        "meets_targets": meets,
+        "meets_anti_affinity_1000_p50_ratio_max": meets_ratio,
+        "meets_targets": meets_latency and meets_ratio,
         "python": platform.python_version(),
         "numpy": np.__version__,
         "cpu_count": os.cpu_count(),
