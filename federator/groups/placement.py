@@ -16,12 +16,21 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from federator.driver import Driver
-from federator.groups.rules import SOFT_AFFINITY, Rule, Spot, ZoneMode, violation
+from federator.groups.rules import (
+    SOFT_AFFINITY,
+    Rule,
+    Spot,
+    ZoneMode,
+    crowded,
+    key_of,
+    violation,
+)
 from federator.scheduler.request import HostRequest, SoftGroup
 from federator.storage.models import Allocation, Host, Migration, ServerGroup, ServerGroupMember
 
@@ -61,9 +70,12 @@ def modes_of(drivers: Mapping[str, Driver]) -> dict[str, ZoneMode]:
     return modes
 
 
-def placed_members(s: Session, group_uuid: str, exclude: str | None = None) -> list[Spot]:
+def placed_members(
+    s: Session, group_uuid: str, exclude: str | None = None, *, distinct: int | None = None
+) -> list[Spot]:
     """Where the group's members that hold capacity are (members not placed yet, or in
-    cell0, hold none and are nowhere)."""
+    cell0, hold none and are nowhere). With ``distinct``, at most that many distinct
+    places, not one per member."""
     q = (
         select(Allocation.zone, Host.name, Host.az)
         .select_from(ServerGroupMember)
@@ -82,6 +94,9 @@ def placed_members(s: Session, group_uuid: str, exclude: str | None = None) -> l
     if exclude is not None:
         q = q.where(ServerGroupMember.instance_uuid != exclude)
         moving = moving.where(ServerGroupMember.instance_uuid != exclude)
+    if distinct is not None:
+        q = q.distinct().limit(distinct)
+        moving = moving.distinct().limit(distinct)
     rows = [*s.execute(q), *s.execute(moving)]
     return [Spot(zone, host, az or zone) for zone, host, az in rows]
 
@@ -168,7 +183,13 @@ def fit(state: GroupState, zone: str, mode: ZoneMode, zone_azs: frozenset[str]) 
 
 
 class Guard:
-    """The group check a claim runs first in its own transaction."""
+    """The group check a claim runs first in its own transaction.
+
+    It reads only what the rule needs, with indexed queries: for anti-affinity the
+    members already at the target (host, zone or availability zone), for affinity at
+    most two distinct places; so its cost inside the serial part of a claim does not
+    grow with the size of the group.
+    """
 
     def __init__(self, group_uuid: str, member: str, modes: Mapping[str, ZoneMode]) -> None:
         self.group_uuid = group_uuid
@@ -193,8 +214,64 @@ class Guard:
             row = s.execute(select(Host.name, Host.az).where(Host.id == host_id)).first()
             if row is not None:
                 host, az = row[0], row[1]
-        members = placed_members(s, self.group_uuid, exclude=self.member)
-        broken = violation(rule, members, Spot(zone, host, az), self.modes)
+        target = Spot(zone, host, az)
+        mode = self.modes.get(zone, ZoneMode.SINGLE)
+        if rule.affinity:
+            # Two distinct places are enough to know whether the target is the only one.
+            places = placed_members(s, self.group_uuid, exclude=self.member, distinct=2)
+            broken = violation(rule, places, target, self.modes)
+        else:
+            key = key_of(rule, target, mode)
+            if key is None:
+                return None
+            held = self._held(s, rule, target, host_id, mode)
+            broken = crowded(rule, key, held)
         if broken is None:
             return None
         return f"server group {group.name} ({group.uuid}) {rule.describe()}: {broken}"
+
+    def _held(
+        self, s: Session, rule: Rule, target: Spot, host_id: int | None, mode: ZoneMode
+    ) -> int:
+        """Members other than this one already at ``target``, as the rule counts them
+        (a member moving between hosts counts at its destination too)."""
+        if rule.scope == "zone":
+            here = func.coalesce(Host.az, Allocation.zone) == target.az
+            moving_here: Any = Host.az == target.az
+        elif mode is ZoneMode.HOSTS:
+            here = Allocation.host_id == host_id
+            moving_here = Migration.dest_host_id == host_id
+        else:
+            here = and_(Allocation.zone == target.zone, Allocation.host_id.is_(None))
+            moving_here = None
+        mine = and_(
+            ServerGroupMember.group_uuid == self.group_uuid,
+            ServerGroupMember.instance_uuid != self.member,
+        )
+        held = (
+            s.scalar(
+                select(func.count())
+                .select_from(Allocation)
+                .join(
+                    ServerGroupMember, ServerGroupMember.instance_uuid == Allocation.instance_uuid
+                )
+                .outerjoin(Host, Host.id == Allocation.host_id)
+                .where(mine, here)
+            )
+            or 0
+        )
+        if moving_here is not None:
+            held += (
+                s.scalar(
+                    select(func.count())
+                    .select_from(Migration)
+                    .join(
+                        ServerGroupMember,
+                        ServerGroupMember.instance_uuid == Migration.instance_uuid,
+                    )
+                    .join(Host, Host.id == Migration.dest_host_id)
+                    .where(mine, moving_here)
+                )
+                or 0
+            )
+        return int(held)

@@ -32,6 +32,7 @@ __all__ = [
     "Rule",
     "Spot",
     "ZoneMode",
+    "crowded",
     "key_of",
     "violation",
 ]
@@ -129,7 +130,12 @@ def violation(
         return f"its members are on {where}, not only {describe_key(target_key or '')}"
     if target_key is None:
         return None
-    held = keys.get(target_key, 0)
+    return crowded(rule, target_key, keys.get(target_key, 0))
+
+
+def crowded(rule: Rule, key: str, held: int) -> str | None:
+    """Why one more anti-affinity member at ``key``, which holds ``held`` members
+    already, breaks the rule; None when there is room."""
     if held < rule.max_per_host:
         return None
-    return f"{describe_key(target_key)} already holds {held} of its members"
+    return f"{describe_key(key)} already holds {held} of its members"
