@@ -167,8 +167,11 @@ def _asked(request: Request) -> str | None:
     return legacy.strip() if legacy and legacy.strip() else None
 
 
-def requested_version(request: Request) -> Version:
+async def requested_version(request: Request) -> Version:
     """The microversion this request is served at; remembered for the response headers.
+
+    ``async`` because it does no I/O: FastAPI then calls it on the event loop instead of
+    handing it to a worker thread, which would cost every compute request a thread hop.
 
     :raises BadRequest: the header is not a version.
     :raises NotAcceptable: the version is outside the range the broker serves (406).
