@@ -280,6 +280,20 @@ class LiveBroker:
             "FEDERATOR_URL": self.url,
         }
 
+    def sdk(self, user: str = ADMIN, project: str = ADMIN) -> Any:
+        """An openstacksdk connection to this broker as ``user`` in ``project``."""
+        openstack = pytest.importorskip("openstack")
+        env = self.os_env(user, project)
+        return openstack.connect(
+            auth_url=env["OS_AUTH_URL"],
+            username=env["OS_USERNAME"],
+            password=env["OS_PASSWORD"],
+            project_name=env["OS_PROJECT_NAME"],
+            user_domain_name="Default",
+            project_domain_name="Default",
+            region_name="RegionOne",
+        )
+
     def close(self) -> None:
         for c in [self.client, *self._members.values()]:
             c.close()

@@ -400,17 +400,7 @@ def test_openstack_cli_works_with_negotiation(live: LiveBroker, tmp_path: Path) 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:::openstack")
 def test_openstacksdk_works_with_negotiation(live: LiveBroker) -> None:
-    openstack = pytest.importorskip("openstack")
-    env = live.os_env()
-    conn = openstack.connect(
-        auth_url=env["OS_AUTH_URL"],
-        username=env["OS_USERNAME"],
-        password=env["OS_PASSWORD"],
-        project_name=env["OS_PROJECT_NAME"],
-        user_domain_name="Default",
-        project_domain_name="Default",
-        region_name="RegionOne",
-    )
+    conn = live.sdk()
     try:
         flavors = {f.name: f for f in conn.compute.flavors()}
         assert flavors["m1.pinned"].extra_specs == PINNED_SPECS  # from the 2.61 listing

@@ -143,17 +143,7 @@ def test_openstack_cli_runs_the_server_lifecycle(live: LiveBroker, tmp_path: Pat
 
 
 def test_openstacksdk_drives_the_broker(live: LiveBroker) -> None:
-    openstack = pytest.importorskip("openstack")
-    env = live.os_env()
-    conn = openstack.connect(
-        auth_url=env["OS_AUTH_URL"],
-        username=env["OS_USERNAME"],
-        password=env["OS_PASSWORD"],
-        project_name=env["OS_PROJECT_NAME"],
-        user_domain_name="Default",
-        project_domain_name="Default",
-        region_name="RegionOne",
-    )
+    conn = live.sdk()
     try:
         flavor = conn.compute.find_flavor("m1.small")
         assert (flavor.id, flavor.vcpus, flavor.ram) == ("2", 1, 1024)
