@@ -128,6 +128,69 @@ class ZoneConfig(_Strict):
         return self
 
 
+DEFAULT_VOLUME_TYPE = "__DEFAULT__"
+_VOLUME_TYPE_NAMESPACE = "4f1e8a5c-3b7d-5c2a-9e61-0d6b2f7a9c13"
+
+
+class VolumeTypeConfig(_Strict):
+    """A volume type (Cinder's volume types) users name when they create a volume.
+
+    ``backends`` maps a zone to the backend the type means there (an EBS volume type, a
+    remote cloud's volume type, a libvirt pool format); when it is not empty the type is
+    offered in those zones only. ``id`` defaults to a uuid derived from the name, stable
+    across restarts.
+    """
+
+    name: Annotated[str, Field(min_length=1, max_length=255)]
+    id: Annotated[str, Field(min_length=1, max_length=36)] | None = None
+    description: str = Field(default="", max_length=1000)
+    backends: dict[Name, Annotated[str, Field(min_length=1, max_length=255)]] = Field(
+        default_factory=dict
+    )
+    extra_specs: dict[MetadataKey, MetadataValue] = Field(default_factory=dict)
+    multiattach: bool = False
+
+    def type_id(self) -> str:
+        import uuid
+
+        return self.id or str(uuid.uuid5(uuid.UUID(_VOLUME_TYPE_NAMESPACE), self.name))
+
+
+def _default_volume_types() -> list[VolumeTypeConfig]:
+    return [VolumeTypeConfig(name=DEFAULT_VOLUME_TYPE, description="Default Volume Type")]
+
+
+class VolumesConfig(_Strict):
+    """Block storage: the volume types offered, the default one, and per-project limits
+    (Cinder's ``volumes`` and ``gigabytes`` quotas; None is unlimited)."""
+
+    types: list[VolumeTypeConfig] = Field(default_factory=_default_volume_types, min_length=1)
+    default_type: Annotated[str, Field(min_length=1, max_length=255)] = DEFAULT_VOLUME_TYPE
+    max_size_gb: int = Field(default=16384, ge=1, description="largest volume accepted")
+    project_volumes: int | None = Field(default=None, ge=0)
+    project_gigabytes: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _types_consistent(self) -> VolumesConfig:
+        _require_unique("volume type name", [t.name for t in self.types])
+        _require_unique("volume type id", [t.type_id() for t in self.types])
+        if self.default_type not in {t.name for t in self.types}:
+            raise ValueError(
+                f"volumes.default_type {self.default_type!r} is not one of volumes.types"
+            )
+        return self
+
+    def type(self, ref: str) -> VolumeTypeConfig | None:
+        """Look a type up by id, then by name."""
+        for t in self.types:
+            if t.type_id() == ref:
+                return t
+        for t in self.types:
+            if t.name == ref:
+                return t
+        return None
+
+
 class FlavorConfig(_Strict):
     """A flavor. ``extra_specs`` are Nova's flavor extra specs; the host scheduler
     matches unscoped keys and keys scoped ``aggregate_instance_extra_specs:`` against
@@ -322,7 +385,16 @@ def builtin_zones() -> list[ZoneConfig]:
             driver="sim",
             kind="local",
             label="simulated hypervisors",
-            options={"hosts": 4, "host_ram_mb": 8192, "host_vcpus": 8, "host_disk_gb": 200},
+            options={
+                "hosts": 4,
+                "host_ram_mb": 8192,
+                "host_vcpus": 8,
+                "host_disk_gb": 200,
+                # a 100 GB volume pool on every host, reachable from every host (as
+                # network storage would be)
+                "volume_pool_gb": 100,
+                "volume_shared": True,
+            },
             aggregates=[AggregateConfig(name="local", hosts=["*"])],
         ),
         # Completed at start-up by federator.embedded: its endpoint, network and AMIs exist
@@ -392,6 +464,7 @@ class Settings(BaseSettings):
     images: list[ImageConfig] = Field(default_factory=_default_images)
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    volumes: VolumesConfig = Field(default_factory=VolumesConfig)
 
     @field_validator("zones")
     @classmethod
@@ -442,6 +515,18 @@ class Settings(BaseSettings):
                         f"aggregate {a.name!r} of zone {z.name!r}: availability zone {az!r} is "
                         f"already in zone {az_zone[az]!r}; an availability zone lies within one "
                         "zone"
+                    )
+        return self
+
+    @model_validator(mode="after")
+    def _volume_backends_known(self) -> Settings:
+        zones = {z.name for z in self.zones}
+        for t in self.volumes.types:
+            for zone in t.backends:
+                if zone not in zones:
+                    raise ValueError(
+                        f"volume type {t.name!r} names a backend for zone {zone!r}, which is "
+                        "not configured"
                     )
         return self
 

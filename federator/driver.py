@@ -27,12 +27,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
 from federator import errors
 from federator.exception import FederatorError
+
+if TYPE_CHECKING:
+    from federator.blockstorage import BlockStorage
 
 __all__ = [
     "AuthError",
@@ -415,6 +418,12 @@ class Driver(abc.ABC):
 
         :raises federator.exception.ConfigError: naming every unmapped flavor and image.
         """
+
+    def block_storage(self) -> BlockStorage | None:
+        """The zone's block storage (:mod:`federator.blockstorage`), or None when the zone
+        holds no volumes (the default: a compute-only driver implements nothing more).
+        Called once at start-up; the same object serves every volume call."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook, no-op by default
         """Release connections. Called once at broker shutdown."""

@@ -26,6 +26,8 @@ NOT_FOUND: Final = "federator.resource.not_found"
 CONFLICT: Final = "federator.resource.conflict"
 INVALID_STATE: Final = "federator.instance.invalid_state"
 PAYLOAD_TOO_LARGE: Final = "federator.request.too_large"
+# A project's own quota (Cinder's volumes, gigabytes) would be exceeded (413).
+PROJECT_OVER_QUOTA: Final = "federator.request.over_quota"
 # The compute API version asked for is outside the range served (406).
 VERSION_NOT_ACCEPTABLE: Final = "federator.request.version_not_acceptable"
 INTERNAL: Final = "federator.internal"
@@ -48,6 +50,7 @@ DRIVER_TRANSIENT: Final = "federator.driver.transient"
 DRIVER_PERMANENT: Final = "federator.driver.permanent"
 DRIVER_AUTH: Final = "federator.driver.auth"
 DRIVER_NOT_FOUND_INSTANCE: Final = "federator.driver.instance_not_found"
+DRIVER_NOT_FOUND_VOLUME: Final = "federator.driver.volume_not_found"
 
 # Short fault names shown on cell0 instances (the machine-readable `fault.code`
 # keeps the dotted code; `fault.reason` carries the short name operators grep for).

@@ -19,6 +19,9 @@ is running or stopped, and return what they last saw when the wait runs out.
 Replace :attr:`AwsDriver.sleep` and :attr:`AwsDriver.monotonic` on an instance to
 control that waiting in tests.
 
+The zone's block storage is EBS (:mod:`drivers.aws.blockstorage`), built on the first
+:meth:`AwsDriver.block_storage` call and sharing this driver's client and tag keys.
+
 Operator helper outside the contract: :attr:`AwsDriver.ex_client`, the EC2 client,
 for registering botocore event hooks.
 """
@@ -27,12 +30,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, ClassVar
 
+from drivers.aws.blockstorage import EbsBlockStorage, TagKeys
 from drivers.aws.client import guard_credential_logs, make_client
 from drivers.aws.errors import launch_failure, translated
 from drivers.aws.options import AwsOptions
@@ -103,6 +108,8 @@ class AwsDriver(Driver):
         self._locks = KeyedLocks()
         guard_credential_logs()
         self._client = make_client(self.options, context.zone)
+        self._storage: EbsBlockStorage | None = None
+        self._storage_lock = threading.Lock()
 
     # --- start-up check, outside the contract until the core calls it ------------------
 
@@ -268,6 +275,27 @@ class AwsDriver(Driver):
             LOG.warning("zone %s: health probe failed with %s", self.zone, type(exc).__name__)
             return ZoneHealth(ok=False, detail=f"unexpected {type(exc).__name__}")
         return ZoneHealth(ok=True, detail=f"EC2 in {self.options.region} answered")
+
+    def block_storage(self) -> EbsBlockStorage:
+        """The zone's EBS volumes: made on the first call (no remote call), the same
+        object after."""
+        with self._storage_lock:
+            if self._storage is None:
+                self._storage = EbsBlockStorage(
+                    self.zone,
+                    broker_id=self.context.broker_id,
+                    options=self.options,
+                    client=self._client,
+                    tags=TagKeys(
+                        volume_uuid=f"{self.options.tag_prefix}volume-uuid",
+                        server_uuid=self.uuid_tag,
+                        broker=self.broker_tag,
+                        zone=self.zone_tag,
+                        project=self.project_tag,
+                    ),
+                    find_server=lambda uuid: self._find(uuid, "attach_volume"),
+                )
+            return self._storage
 
     def close(self) -> None:
         self._client.close()

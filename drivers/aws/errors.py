@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -27,6 +27,7 @@ from botocore.exceptions import (
 )
 from botocore.parsers import ResponseParserError
 
+from federator.blockstorage import VolumeNotFound
 from federator.driver import (
     AuthError,
     CapacityError,
@@ -39,8 +40,13 @@ from federator.driver import (
 __all__ = [
     "AUTH_CODES",
     "CAPACITY_CODES",
+    "NOT_ATTACHED_CODES",
     "NOT_FOUND_CODES",
     "TRANSIENT_CODES",
+    "VOLUME_CONFLICT_CODES",
+    "VOLUME_NOT_FOUND_CODES",
+    "About",
+    "aws_code",
     "launch_failure",
     "scrub",
     "translate",
@@ -61,6 +67,8 @@ CAPACITY_CODES: frozenset[str] = frozenset(
         "VcpuLimitExceeded",
         "MaxSpotInstanceCountExceeded",
         "VolumeLimitExceeded",
+        "VolumeTypeNotAvailableInZone",
+        "MaxIOPSLimitExceeded",
         "AddressLimitExceeded",
         "NetworkInterfaceLimitExceeded",
     }
@@ -111,6 +119,20 @@ AUTH_CODES: frozenset[str] = frozenset(
 )
 
 NOT_FOUND_CODES: frozenset[str] = frozenset({"InvalidInstanceID.NotFound"})
+VOLUME_NOT_FOUND_CODES: frozenset[str] = frozenset({"InvalidVolume.NotFound"})
+
+# A volume call refused for the volume's state (attached, or not available): the broker
+# must change something first, so retrying as it is cannot help. Instance calls keep
+# IncorrectState transient (an instance between states settles by itself); the volume
+# driver checks the one passing volume state, "creating", itself before it calls.
+VOLUME_CONFLICT_CODES: frozenset[str] = frozenset(
+    {"VolumeInUse", "IncorrectState", "InvalidVolume.ZoneMismatch", "AttachmentLimitExceeded"}
+)
+
+# DetachVolume's answer for an attachment that is not there: the detach is already done.
+NOT_ATTACHED_CODES: frozenset[str] = frozenset({"InvalidAttachment.NotFound"})
+
+About = Literal["instance", "volume"]
 
 _CREDENTIAL_ERRORS = (
     NoCredentialsError,
@@ -155,18 +177,21 @@ def scrub(text: str) -> str:
     return text
 
 
-def translate(zone: str, operation: str, exc: BaseException) -> DriverError:
+def translate(
+    zone: str, operation: str, exc: BaseException, *, about: About = "instance"
+) -> DriverError:
     """The broker error for ``exc``, raised by EC2 operation ``operation`` in ``zone``.
 
-    AWS error codes are matched first (capacity, transient, auth, not found); any
+    AWS error codes are matched first (not found, auth, capacity, transient); any
     other ``ClientError`` is permanent unless its HTTP status is 5xx. Network
     failures and timeouts are transient, credential failures are auth errors and
-    every other botocore error is permanent.
+    every other botocore error is permanent. For calls ``about`` a volume, the state
+    conflicts of :data:`VOLUME_CONFLICT_CODES` are permanent.
     """
     if isinstance(exc, DriverError):
         return exc
     if isinstance(exc, ClientError):
-        return _client_error(zone, operation, exc)
+        return _client_error(zone, operation, exc, about)
     if isinstance(exc, _CREDENTIAL_ERRORS):
         return AuthError(
             zone, f"{operation}: credentials were rejected or are missing ({type(exc).__name__})"
@@ -179,12 +204,18 @@ def translate(zone: str, operation: str, exc: BaseException) -> DriverError:
 
 
 @contextmanager
-def translated(zone: str, operation: str) -> Iterator[None]:
+def translated(zone: str, operation: str, *, about: About = "instance") -> Iterator[None]:
     """Translate every boto3/botocore error raised in the block (``raise ... from exc``)."""
     try:
         yield
     except (ClientError, BotoCoreError, ResponseParserError) as exc:
-        raise translate(zone, operation, exc) from exc
+        raise translate(zone, operation, exc, about=about) from exc
+
+
+def aws_code(exc: DriverError) -> str | None:
+    """The AWS error code a translated error came from, if it came from one."""
+    code = exc.detail.get("aws_code")
+    return code if isinstance(code, str) else None
 
 
 def launch_failure(zone: str, uuid: str, reason_code: str, reason_message: str) -> DriverError:
@@ -202,7 +233,7 @@ def launch_failure(zone: str, uuid: str, reason_code: str, reason_message: str) 
     return PermanentError(zone, reason, aws_code=reason_code)
 
 
-def _client_error(zone: str, operation: str, exc: ClientError) -> DriverError:
+def _client_error(zone: str, operation: str, exc: ClientError, about: About) -> DriverError:
     response: dict[str, Any] = getattr(exc, "response", None) or {}
     error: dict[str, Any] = response.get("Error") or {}
     meta: dict[str, Any] = response.get("ResponseMetadata") or {}
@@ -212,11 +243,15 @@ def _client_error(zone: str, operation: str, exc: ClientError) -> DriverError:
     detail = {"aws_code": code, "request_id": str(meta.get("RequestId") or ""), "status": status}
     if code in NOT_FOUND_CODES:
         return InstanceNotFound(zone, f"{operation}: {code}: {message}", **detail)
+    if code in VOLUME_NOT_FOUND_CODES:
+        return VolumeNotFound(zone, f"{operation}: {code}: {message}", **detail)
     if code in AUTH_CODES:
         # AWS's own message is left out: for signature errors it can quote the request.
         return AuthError(zone, f"{operation}: credentials were rejected ({code})", **detail)
     if code in CAPACITY_CODES:
         return CapacityError(zone, f"{operation}: {code}: {message}", **detail)
+    if about == "volume" and code in VOLUME_CONFLICT_CODES:
+        return PermanentError(zone, f"{operation}: {code}: {message}", **detail)
     if code in TRANSIENT_CODES or (isinstance(status, int) and status >= 500):
         return TransientError(zone, f"{operation}: {code}: {message}", **detail)
     return PermanentError(zone, f"{operation}: {code}: {message}", **detail)

@@ -21,9 +21,12 @@ from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from federator.driver import DriverOptions
 
-__all__ = ["AwsOptions", "SubnetStrategy"]
+__all__ = ["EBS_VOLUME_TYPES", "AwsOptions", "SubnetStrategy"]
 
 SubnetStrategy = Literal["spread", "first"]
+
+# Every EBS volume type CreateVolume accepts; a volume type's backend must be one of them.
+EBS_VOLUME_TYPES: frozenset[str] = frozenset({"standard", "io1", "io2", "gp2", "gp3", "sc1", "st1"})
 
 _Name = Annotated[str, StringConstraints(min_length=1, max_length=255, strip_whitespace=True)]
 _AwsId = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[\w.:/-]+$")]
@@ -99,7 +102,17 @@ class AwsOptions(DriverOptions):
         default="federator:",
         min_length=1,
         max_length=_TAG_PREFIX_MAX,
-        description="prefix of the tag keys that mark the broker's instances",
+        description="prefix of the tag keys that mark the broker's instances and volumes",
+    )
+    volume_type: str = Field(
+        default="gp3",
+        description="EBS volume type of a volume whose volume type names no backend",
+    )
+    volume_quota_gb: int | None = Field(
+        default=None,
+        ge=1,
+        description="GB of EBS volumes the broker may keep in the zone (its one pool's "
+        "capacity); None: no bound",
     )
 
     @field_validator("endpoint_url")
@@ -128,6 +141,13 @@ class AwsOptions(DriverOptions):
                 "(127.0.0.0/8 or ::1)"
             )
         return self
+
+    @field_validator("volume_type")
+    @classmethod
+    def _known_volume_type(cls, value: str) -> str:
+        if value not in EBS_VOLUME_TYPES:
+            raise ValueError("must be one of " + ", ".join(sorted(EBS_VOLUME_TYPES)))
+        return value
 
     @field_validator("tag_prefix")
     @classmethod

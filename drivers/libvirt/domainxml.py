@@ -28,20 +28,29 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from types import MappingProxyType
+from xml.dom import minidom
 
 from federator.driver import InstanceSpec
 
 __all__ = [
     "METADATA_PREFIX",
     "BrokerMetadata",
+    "DiskRef",
     "RootDisk",
+    "data_disk_xml",
+    "data_volume_xml",
+    "domain_disks",
     "domain_name",
     "domain_xml",
     "parse_metadata",
+    "pool_xml",
+    "volume_created_at",
     "volume_format",
     "volume_xml",
+    "with_device",
+    "without_disk",
     "xml_safe",
 ]
 
@@ -253,3 +262,138 @@ def volume_format(volume_xml_text: str, default: str = "qcow2") -> str:
     except ET.ParseError:
         return default
     return fmt.get("type", default) if fmt is not None else default
+
+
+# --- data volumes (block storage) ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DiskRef:
+    """One ``<disk>`` of a domain: its target device (``vdb``), the pool volume or file
+    behind it, and the element itself (what ``virDomainDetachDeviceFlags`` takes)."""
+
+    target: str
+    pool: str | None
+    volume: str | None
+    file: str | None
+    element: str
+
+
+def pool_xml(name: str, path: str) -> str:
+    """A ``dir`` storage pool ``name`` at ``path`` (for a test host; see the block
+    storage's docstring for why it states no capacity)."""
+    root = ET.Element("pool", type="dir")
+    ET.SubElement(root, "name").text = name
+    ET.SubElement(ET.SubElement(root, "target"), "path").text = path
+    return ET.tostring(root, encoding="unicode")
+
+
+def data_volume_xml(name: str, capacity_bytes: int, fmt: str) -> str:
+    """A sparse storage volume of ``capacity_bytes`` in format ``fmt`` (``raw``, ``qcow2``).
+
+    Allocation 0: nothing is written up front, so a large volume is made at once; the
+    block storage holds the pool's committed capacity within bounds itself."""
+    root = ET.Element("volume")
+    ET.SubElement(root, "name").text = name
+    ET.SubElement(root, "capacity", unit="bytes").text = str(capacity_bytes)
+    ET.SubElement(root, "allocation", unit="bytes").text = "0"
+    ET.SubElement(ET.SubElement(root, "target"), "format", type=fmt)
+    return ET.tostring(root, encoding="unicode")
+
+
+def data_disk_xml(pool: str, volume: str, target: str, fmt: str, serial: str) -> str:
+    """The ``<disk>`` that attaches pool volume ``volume`` as virtio disk ``target``; the
+    guest sees ``serial`` under ``/dev/disk/by-id/virtio-<serial>``."""
+    root = ET.Element("disk", type="volume", device="disk")
+    ET.SubElement(root, "driver", name="qemu", type=fmt)
+    ET.SubElement(root, "source", pool=pool, volume=volume)
+    ET.SubElement(root, "target", dev=target, bus="virtio")
+    ET.SubElement(root, "serial").text = xml_safe(serial)
+    return ET.tostring(root, encoding="unicode")
+
+
+def domain_disks(text: str) -> list[DiskRef]:
+    """Every ``<disk>`` with a target in a domain's XML (``virDomainGetXMLDesc``)."""
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError:
+        return []
+    found = []
+    for disk in root.iterfind("devices/disk"):
+        target = disk.find("target")
+        dev = target.get("dev") if target is not None else None
+        if not dev:
+            continue
+        source = disk.find("source")
+        attrs = source.attrib if source is not None else {}
+        found.append(
+            DiskRef(
+                target=dev,
+                pool=attrs.get("pool"),
+                volume=attrs.get("volume"),
+                file=attrs.get("file") or attrs.get("dev"),
+                element=ET.tostring(disk, encoding="unicode").strip(),
+            )
+        )
+    return found
+
+
+def volume_created_at(text: str) -> datetime | None:
+    """When a storage volume was made, from its XML's timestamps: the birth time where the
+    filesystem keeps one, else the last change (never earlier than the birth, so an age
+    computed from it errs young); None when the pool reports neither (the test driver)."""
+    try:
+        stamps = ET.fromstring(text).find("target/timestamps")
+    except ET.ParseError:
+        return None
+    if stamps is None:
+        return None
+    for tag in ("btime", "ctime"):
+        value = stamps.findtext(tag)
+        if value:
+            try:
+                return datetime.fromtimestamp(float(value), UTC)
+            except (ValueError, OverflowError, OSError):
+                continue
+    return None
+
+
+# The two edits below rewrite a whole domain definition. They use minidom rather than
+# ElementTree because minidom writes the document back with its namespace prefixes as
+# they were; ElementTree would rename the broker's metadata prefix to ns0.
+
+
+def with_device(domain: str, device: str) -> str:
+    """The domain definition ``domain`` with device element ``device`` added."""
+    doc, root = _document(domain)
+    devices = next(iter(_children(root, "devices")), None)
+    if devices is None:
+        devices = root.appendChild(doc.createElement("devices"))
+    devices.appendChild(doc.importNode(_document(device)[1], True))
+    return root.toxml()
+
+
+def without_disk(domain: str, target: str) -> str:
+    """The domain definition ``domain`` without the disk(s) whose target is ``target``."""
+    _doc, root = _document(domain)
+    for devices in _children(root, "devices"):
+        for disk in _children(devices, "disk"):
+            if any(t.getAttribute("dev") == target for t in _children(disk, "target")):
+                devices.removeChild(disk).unlink()
+    return root.toxml()
+
+
+def _document(text: str) -> tuple[minidom.Document, minidom.Element]:
+    doc = minidom.parseString(text)
+    root = doc.documentElement
+    if root is None:  # pragma: no cover - parseString raises on an empty document
+        raise ValueError("an XML document without an element")
+    return doc, root
+
+
+def _children(node: minidom.Element, tag: str) -> list[minidom.Element]:
+    return [
+        child
+        for child in node.childNodes
+        if isinstance(child, minidom.Element) and child.tagName == tag
+    ]

@@ -18,7 +18,9 @@ Of the contract's optional parts the driver has:
   :meth:`~LibvirtDriver.suspend` and :meth:`~LibvirtDriver.resume` (save to disk with
   libvirt's managed save, and restore);
 * :meth:`~LibvirtDriver.migrate`: cold migration to another host;
-* :meth:`~LibvirtDriver.watch`: lifecycle events of the broker's domains.
+* :meth:`~LibvirtDriver.watch`: lifecycle events of the broker's domains;
+* :meth:`~LibvirtDriver.block_storage`: data volumes in each host's ``volume_pool``
+  (:mod:`drivers.libvirt.blockstorage`), attached as virtio disks.
 
 Beyond the contract, :meth:`~LibvirtDriver.ex_connection` gives a host's ``virConnect``,
 for operators and tests.
@@ -41,9 +43,10 @@ from typing import ClassVar
 
 import libvirt
 
+from drivers.libvirt.blockstorage import LibvirtBlockStorage
 from drivers.libvirt.connection import HostHandle, Opener, on_every_host
 from drivers.libvirt.domain import OwnedDomain, discard
-from drivers.libvirt.domainxml import BrokerMetadata, domain_xml, parse_metadata
+from drivers.libvirt.domainxml import BrokerMetadata, domain_disks, domain_xml, parse_metadata
 from drivers.libvirt.errors import error_code, translate, translated
 from drivers.libvirt.events import EventDispatcher, Watcher, ensure_runtime
 from drivers.libvirt.options import LibvirtOptions
@@ -121,6 +124,8 @@ class LibvirtDriver(Driver):
         self._images: Mapping[str, str] = dict(self.options.image_volumes)
         self._events: EventDispatcher | None = None
         self._events_lock = threading.Lock()
+        self._storage: LibvirtBlockStorage | None = None
+        self._storage_lock = threading.Lock()
 
     # --- start-up check ------------------------------------------------------------
 
@@ -367,6 +372,23 @@ class LibvirtDriver(Driver):
         detail = f"{len(alive)} of {total} hosts reachable; unreachable: {_reasons(failed)}"
         return ZoneHealth(ok=bool(alive), detail=detail)
 
+    def block_storage(self) -> LibvirtBlockStorage | None:
+        """The zone's data volumes, in every host's ``volume_pool``; None when
+        ``volume_pool`` is none. Made on first call, the same object after."""
+        if self.options.volume_pool is None:
+            return None
+        with self._storage_lock:
+            if self._storage is None:
+                self._storage = LibvirtBlockStorage(
+                    self.zone,
+                    broker_id=self.context.broker_id,
+                    hosts=self._hosts,
+                    options=self.options,
+                    find_server=self._locate,
+                    server_lock=self._locks.held,
+                )
+            return self._storage
+
     def close(self) -> None:
         with self._events_lock:
             if self._events is not None:
@@ -384,8 +406,9 @@ class LibvirtDriver(Driver):
         Only without ``storage_pool``: a root volume lives in its host's pool and is not
         copied, so a zone with volumes has no ``cold_migrate`` capability.
 
-        :raises PermanentError: volumes are configured, ``host`` is unknown, or the domain
-            is not shut off (running, paused, or suspended with a saved memory image).
+        :raises PermanentError: volumes are configured, ``host`` is unknown, the domain
+            is not shut off (running, paused, or suspended with a saved memory image), or a
+            data volume is attached (it lives in its host's pool and cannot follow).
         """
         canonical = _canonical(uuid)
         if canonical is None:
@@ -408,6 +431,13 @@ class LibvirtDriver(Driver):
             xml = found.call(
                 "read domain definition", lambda: found.dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
             )
+            volume_pool = self.options.volume_pool
+            if volume_pool is not None and any(
+                d.pool == volume_pool for d in domain_disks(str(xml))
+            ):
+                raise PermanentError(
+                    self.zone, f"migrate {canonical}: detach its volumes first (host-local)"
+                )
             conn = target.connection()
             with translated(self.zone, host, "define domain"):
                 copy = conn.defineXML(xml)

@@ -89,6 +89,20 @@ class LibvirtOptions(DriverOptions):
         description="broker image id or name -> base volume in storage_pool that root "
         "volumes are copy-on-write overlays of",
     )
+    volume_pool: _LibvirtName | None = Field(
+        default="federator-volumes",
+        description="storage pool on every host holding the broker's data volumes (block "
+        "storage, host-local); the operator defines it, except on test hosts, where the "
+        "driver does; none: the zone holds no volumes",
+    )
+    volume_pool_gb: int = Field(
+        default=1000,
+        ge=1,
+        le=1024**3,
+        description="size of volume_pool on hosts reached through a test URI, GiB (the test "
+        "driver reports every pool as 100 GiB, so the driver holds volumes to this size "
+        "itself); real hosts report their pool's own capacity",
+    )
     disk_gb: int = Field(
         default=100,
         ge=0,
@@ -166,7 +180,11 @@ class LibvirtOptions(DriverOptions):
 
     def domain_type_for(self, uri: str) -> str:
         """The ``<domain type>`` for a host reached through ``uri``."""
-        return "test" if uri_driver(uri) == "test" else self.domain_type
+        return "test" if self.on_test_driver(uri) else self.domain_type
+
+    def on_test_driver(self, uri: str) -> bool:
+        """Whether ``uri`` reaches libvirt's test driver (in process or behind a daemon)."""
+        return uri_driver(uri) == "test"
 
     def disk_of(self, host: str) -> int:
         """The disk size, GiB, reported for ``host``."""

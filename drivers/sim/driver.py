@@ -18,6 +18,9 @@ anything non-portable) so tests can misbehave on purpose:
 * :meth:`SimDriver.migrate` moves an instance to another host (a cold migration: the
   broker uses it to drain a host).
 
+Its zone holds volumes too (:meth:`SimDriver.block_storage`, :mod:`drivers.sim.blockstorage`)
+unless the ``volumes`` option is off.
+
 Time is injectable: replace :attr:`SimDriver.clock` or :attr:`SimDriver.sleep` on an
 instance (or a subclass) to control ``launched_at`` and the simulated boot delay.
 """
@@ -36,8 +39,10 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import ClassVar, Literal
 
+from drivers.sim.blockstorage import SimBlockStorage
 from drivers.sim.options import SimOptions
 from drivers.sim.state import FaultKind, HostUsage, InstanceRow, SimError, SimStore
+from federator.blockstorage import VolumeNotFound
 from federator.driver import (
     AuthError,
     Capabilities,
@@ -72,6 +77,7 @@ _ERRORS: Mapping[FaultKind, type[DriverError]] = {
     "permanent": PermanentError,
     "auth": AuthError,
     "not_found": InstanceNotFound,
+    "volume_not_found": VolumeNotFound,
 }
 
 _INJECTED_REASONS: Mapping[InjectKind, str] = {
@@ -112,12 +118,31 @@ class SimDriver(Driver):
         path = context.data_dir / STATE_FILE if self.options.persist else None
         with self._translated():
             self._store = SimStore(path)
+        self._storage = (
+            SimBlockStorage(
+                context.zone,
+                broker_id=context.broker_id,
+                options=self.options,
+                store=self._store,
+                hosts=self._host_names,
+                host_of=self._server_host,
+                translated=self._translated,
+                clock=self._now,
+            )
+            if self.options.volumes
+            else None
+        )
 
     # --- the contract ------------------------------------------------------------------
 
     def capabilities(self) -> Capabilities:
         hosts = self.options.expose_hosts
         return Capabilities(host_scheduling=hosts, cold_migrate=hosts)
+
+    def block_storage(self) -> SimBlockStorage | None:
+        """The zone's volumes (:mod:`drivers.sim.blockstorage`); None when the ``volumes``
+        option is off. The same object on every call."""
+        return self._storage
 
     def list_hosts(self) -> Sequence[HostInfo]:
         """Every host with its size; ``extra`` carries the sim's own usage of it."""
@@ -172,6 +197,7 @@ class SimDriver(Driver):
         return self._to_remote(row)
 
     def delete(self, uuid: str) -> None:
+        """Delete the instance; volumes attached to it are detached and stay."""
         with self._translated():
             self._store.delete(uuid)
 
@@ -261,8 +287,8 @@ class SimDriver(Driver):
         it to the host it is on changes nothing.
 
         :raises InstanceNotFound: no such instance.
-        :raises PermanentError: ``host`` is not a host of this zone, or the zone does not
-            expose hosts.
+        :raises PermanentError: ``host`` is not a host of this zone, the zone does not
+            expose hosts, or host-local volumes are attached to the instance.
         :raises CapacityError: ``host`` lacks room for the instance.
         """
         with self._translated():
@@ -271,6 +297,11 @@ class SimDriver(Driver):
             row = self._require(uuid)
             if row.host == host:
                 return self._to_remote(row)
+            if self._pins(uuid):
+                raise SimError(
+                    "permanent",
+                    f"instance {uuid} has host-local volumes attached; detach them first",
+                )
             self._maybe_fail(uuid, "relocating")
             with self._store.atomic():
                 row = self._require(uuid)
@@ -286,6 +317,25 @@ class SimDriver(Driver):
                 return self._to_remote(self._require(uuid))
 
     # --- internals ---------------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        return self.clock()  # looked up on each call: tests replace ``clock`` on the instance
+
+    def _pins(self, uuid: str) -> bool:
+        """Whether volumes attached to instance ``uuid`` tie it to its host."""
+        storage = self._storage
+        if storage is None or storage.storage_capabilities().shared:
+            return False
+        return bool(self._store.attachments(server=uuid))
+
+    def _host_names(self) -> list[str]:
+        if not self.options.expose_hosts:
+            return []
+        return [self._host_name(i) for i in range(1, self._host_count() + 1)]
+
+    def _server_host(self, uuid: str) -> str | None:
+        row = self._store.get(uuid)
+        return None if row is None else row.host
 
     def _host_count(self) -> int:
         return self.options.hosts + self._store.added_hosts()

@@ -9,6 +9,7 @@ from pydantic import Field
 from federator.driver import DriverOptions
 
 FailureKind = Literal["capacity", "transient", "permanent"]
+VolumePools = Literal["host", "zone"]
 
 
 class SimOptions(DriverOptions):
@@ -39,3 +40,13 @@ class SimOptions(DriverOptions):
     seed: int | None = Field(default=None, description="seed for repeatable failures")
     boot_delay_ms: int = Field(default=0, ge=0, description="simulated latency of create")
     persist: bool = Field(default=True, description="keep state in <data_dir>/sim.sqlite")
+    volumes: bool = Field(default=True, description="hold block-storage volumes")
+    volume_pools: VolumePools = Field(
+        default="host",
+        description='"host": a pool on every host (when hosts are exposed); "zone": one pool',
+    )
+    volume_pool_gb: int = Field(default=1000, ge=1, description="capacity of each pool, GiB")
+    volume_shared: bool | None = Field(
+        default=None,
+        description="volumes attach to servers on any host; default false for host pools",
+    )

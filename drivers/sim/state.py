@@ -1,4 +1,4 @@
-"""The sim driver's own state: its instances, in SQLite.
+"""The sim driver's own state: its instances and volumes, in SQLite.
 
 One connection per store, guarded by a re-entrant lock, serves every worker thread;
 SQLite itself serialises writers between stores opened on the same file
@@ -18,9 +18,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-FaultKind = Literal["capacity", "transient", "permanent", "auth", "not_found"]
+FaultKind = Literal["capacity", "transient", "permanent", "auth", "not_found", "volume_not_found"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 5000
 
 _SCHEMA = """
@@ -42,6 +42,28 @@ CREATE TABLE IF NOT EXISTS instances (
 );
 CREATE INDEX IF NOT EXISTS instances_host ON instances (host);
 CREATE INDEX IF NOT EXISTS instances_broker ON instances (broker_id, uuid);
+CREATE TABLE IF NOT EXISTS volumes (
+    uuid        TEXT PRIMARY KEY,
+    broker_id   TEXT NOT NULL,
+    remote_id   TEXT NOT NULL UNIQUE,
+    name        TEXT NOT NULL,
+    size_gb     INTEGER NOT NULL,
+    pool        TEXT NOT NULL,
+    project_id  TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    multiattach INTEGER NOT NULL DEFAULT 0,
+    created_at  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS volumes_pool ON volumes (pool);
+CREATE INDEX IF NOT EXISTS volumes_broker ON volumes (broker_id, uuid);
+CREATE TABLE IF NOT EXISTS volume_attachments (
+    volume_uuid TEXT NOT NULL REFERENCES volumes (uuid),
+    server_uuid TEXT NOT NULL,
+    device      TEXT NOT NULL,
+    PRIMARY KEY (volume_uuid, server_uuid),
+    UNIQUE (server_uuid, device)
+);
+CREATE INDEX IF NOT EXISTS volume_attachments_server ON volume_attachments (server_uuid);
 CREATE TABLE IF NOT EXISTS settings (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -79,6 +101,27 @@ class InstanceRow:
     project_id: str
     address: str
     launched_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeRow:
+    uuid: str
+    broker_id: str
+    remote_id: str
+    name: str
+    size_gb: int
+    pool: str
+    project_id: str
+    state: str
+    multiattach: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentRow:
+    volume_uuid: str
+    server_uuid: str
+    device: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,9 +267,106 @@ class SimStore:
         return total
 
     def delete(self, uuid: str) -> bool:
-        """Remove an instance; false when there was none."""
+        """Remove an instance, detaching every volume from it; false when there was none."""
         with self.atomic():
+            self._conn.execute("DELETE FROM volume_attachments WHERE server_uuid = ?", (uuid,))
             cur = self._conn.execute("DELETE FROM instances WHERE uuid = ?", (uuid,))
+        return cur.rowcount > 0
+
+    # --- volumes ---------------------------------------------------------------------------
+
+    def get_volume(self, uuid: str) -> VolumeRow | None:
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT {_VOLUME_COLUMNS} FROM volumes WHERE uuid = ?", (uuid,)
+            ).fetchone()
+        return None if row is None else _to_volume(row)
+
+    def volume_remote_id_taken(self, remote_id: str) -> bool:
+        with self._lock:
+            found = self._conn.execute(
+                "SELECT 1 FROM volumes WHERE remote_id = ?", (remote_id,)
+            ).fetchone()
+        return found is not None
+
+    def insert_volume(self, row: VolumeRow) -> None:
+        with self.atomic():
+            self._conn.execute(
+                f"INSERT INTO volumes ({_VOLUME_COLUMNS}) VALUES ({', '.join('?' * 10)})",
+                (
+                    row.uuid,
+                    row.broker_id,
+                    row.remote_id,
+                    row.name,
+                    row.size_gb,
+                    row.pool,
+                    row.project_id,
+                    row.state,
+                    int(row.multiattach),
+                    row.created_at.isoformat(),
+                ),
+            )
+
+    def delete_volume(self, uuid: str) -> bool:
+        """Remove a volume and its attachments; false when there was none."""
+        with self.atomic():
+            self._conn.execute("DELETE FROM volume_attachments WHERE volume_uuid = ?", (uuid,))
+            cur = self._conn.execute("DELETE FROM volumes WHERE uuid = ?", (uuid,))
+        return cur.rowcount > 0
+
+    def pool_used(self) -> dict[str, tuple[int, int]]:
+        """(GB, volumes) held in each pool that has volumes."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT pool, SUM(size_gb), COUNT(*) FROM volumes GROUP BY pool"
+            ).fetchall()
+        return {r[0]: (int(r[1]), int(r[2])) for r in rows}
+
+    def volume_page(self, broker_id: str, after: str, limit: int) -> list[VolumeRow]:
+        """Up to ``limit`` volumes of ``broker_id`` with uuid greater than ``after``."""
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {_VOLUME_COLUMNS} FROM volumes WHERE broker_id = ? AND uuid > ? "
+                "ORDER BY uuid LIMIT ?",
+                (broker_id, after, limit),
+            ).fetchall()
+        return [_to_volume(r) for r in rows]
+
+    def attachments(
+        self, *, volumes: list[str] | None = None, server: str | None = None
+    ) -> list[AttachmentRow]:
+        """Attachments of the given volumes, or of one server (by device)."""
+        with self._lock:
+            if server is not None:
+                rows = self._conn.execute(
+                    "SELECT volume_uuid, server_uuid, device FROM volume_attachments "
+                    "WHERE server_uuid = ? ORDER BY device",
+                    (server,),
+                ).fetchall()
+            else:
+                wanted = volumes or []
+                rows = self._conn.execute(
+                    "SELECT volume_uuid, server_uuid, device FROM volume_attachments "
+                    f"WHERE volume_uuid IN ({', '.join('?' * len(wanted))}) "
+                    "ORDER BY volume_uuid, server_uuid",
+                    tuple(wanted),
+                ).fetchall()
+        return [AttachmentRow(r[0], r[1], r[2]) for r in rows]
+
+    def attach(self, row: AttachmentRow) -> None:
+        with self.atomic():
+            self._conn.execute(
+                "INSERT INTO volume_attachments (volume_uuid, server_uuid, device) "
+                "VALUES (?, ?, ?)",
+                (row.volume_uuid, row.server_uuid, row.device),
+            )
+
+    def detach(self, volume_uuid: str, server_uuid: str) -> bool:
+        with self.atomic():
+            cur = self._conn.execute(
+                "DELETE FROM volume_attachments WHERE volume_uuid = ? AND server_uuid = ?",
+                (volume_uuid, server_uuid),
+            )
         return cur.rowcount > 0
 
     def usage(self, host: str | None = None) -> dict[str, HostUsage]:
@@ -257,6 +397,18 @@ class SimStore:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+_VOLUME_COLUMNS = (
+    "uuid, broker_id, remote_id, name, size_gb, pool, project_id, state, multiattach, created_at"
+)
+
+
+def _to_volume(row: sqlite3.Row) -> VolumeRow:
+    values = dict(row)
+    values["created_at"] = datetime.fromisoformat(values["created_at"])
+    values["multiattach"] = bool(values["multiattach"])
+    return VolumeRow(**values)
 
 
 def _to_row(row: sqlite3.Row) -> InstanceRow:

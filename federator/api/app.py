@@ -22,6 +22,8 @@ from federator.api.routes import (
     server_groups,
     servers,
     versions,
+    volume_attachments,
+    volumes,
     zones,
 )
 from federator.broker import Broker
@@ -54,6 +56,7 @@ def create_app(broker: Broker) -> FastAPI:
     compute.include_router(zones.az_router)
     compute.include_router(aggregates.router)
     compute.include_router(server_groups.router)
+    compute.include_router(volume_attachments.router)
     extensions = APIRouter(prefix=BROKER_PREFIX, dependencies=[Depends(require_admin)])
     extensions.include_router(zones.zone_router)
     extensions.include_router(hosts.router)
@@ -64,6 +67,8 @@ def create_app(broker: Broker) -> FastAPI:
     app.include_router(versions.router)
     app.include_router(identity.router)
     app.include_router(images.router)
+    app.include_router(volumes.versions)
+    app.include_router(volumes.router)
     app.include_router(compute)
     app.include_router(extensions)
     app.include_router(shared)

@@ -125,7 +125,7 @@ VERSIONS: tuple[tuple[str, str], ...] = (
     ("2.57", "rebuild user_data; personality removed (nothing the broker serves)"),
     ("2.58", "instance action paging (nothing the broker serves)"),
     ("2.59", "migration paging (nothing the broker serves)"),
-    ("2.60", "multiattach volumes (nothing the broker serves)"),
+    ("2.60", "volume attachments: a multiattach volume may be attached"),
     ("2.61", "flavors: extra_specs"),
     ("2.62", "instance action event host (nothing the broker serves)"),
     ("2.63", "server detail: trusted_image_certificates"),

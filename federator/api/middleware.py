@@ -10,6 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from federator import errors
 from federator.api.microversion import response_headers
+from federator.api.volume_microversion import response_headers as volume_headers
 
 
 class RequestIdAndLimit:
@@ -75,6 +76,9 @@ class RequestIdAndLimit:
                 version = scope["state"].get("microversion")
                 if version:
                     hdrs.extend(response_headers(version))
+                volume_version = scope["state"].get("volume_microversion")
+                if volume_version:
+                    hdrs.extend(volume_headers(volume_version))
                 message = {**message, "headers": hdrs}
             await send(message)
 

@@ -13,6 +13,7 @@ from pydantic import (
     Field,
     StringConstraints,
     field_validator,
+    model_validator,
 )
 
 from federator.exception import BadRequest
@@ -171,15 +172,33 @@ class ServerActionBody(_Body):
     resume: None = None
 
 
-class ExplainBody(_Body):
-    """A hypothetical boot to explain; nothing is reserved."""
+class VolumeExplain(_Body):
+    size: int
+    volume_type: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
+    multiattach: bool = False
+    max_pools: int = Field(default=5, ge=0, le=100)
 
-    flavor: Annotated[str, StringConstraints(min_length=1)]
-    image: Annotated[str, StringConstraints(min_length=1)]
+
+class ExplainBody(_Body):
+    """A hypothetical boot (``flavor`` and ``image``) or volume create (``volume``) to
+    explain; nothing is reserved."""
+
+    flavor: Annotated[str, StringConstraints(min_length=1)] | None = None
+    image: Annotated[str, StringConstraints(min_length=1)] | None = None
+    volume: VolumeExplain | None = None
     project_id: str = "default"
     availability_zone: str | None = None
     max_hosts: int | None = Field(default=None, ge=0)
     group: str | None = None
+
+    @model_validator(mode="after")
+    def _one_request(self) -> ExplainBody:
+        if self.volume is not None:
+            if self.flavor is not None or self.image is not None or self.group is not None:
+                raise ValueError("give either volume, or flavor and image (and group), not both")
+        elif self.flavor is None or self.image is None:
+            raise ValueError("flavor and image are required unless volume is given")
+        return self
 
 
 # --- identity (Keystone v3 shapes) ----------------------------------------------------
@@ -233,3 +252,63 @@ class Auth(_Keystone):
 
 class AuthBody(_Keystone):
     auth: Auth
+
+
+# --- block storage (Cinder v3) and Nova's volume attachments ---------------------------
+
+VolumeName = Annotated[
+    str, StringConstraints(max_length=255), AfterValidator(_no_control_characters)
+]
+
+
+class VolumeCreate(_Body):
+    """``POST /volumes``. Sources other than a blank volume (snapshots, images, backups,
+    clones) are refused by name until the broker serves them."""
+
+    size: int = Field(ge=1)
+    name: VolumeName | None = None
+    description: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    volume_type: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
+    availability_zone: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
+    metadata: dict[MetaKey, MetaValue] | None = Field(default=None, max_length=128)
+    multiattach: bool | None = None
+    snapshot_id: str | None = None
+    source_volid: str | None = None
+    imageRef: str | None = None
+    backup_id: str | None = None
+    consistencygroup_id: str | None = None
+    group_id: str | None = None
+
+    def unsupported_source(self) -> str | None:
+        for field in ("snapshot_id", "source_volid", "imageRef", "backup_id"):
+            if getattr(self, field) is not None:
+                return field
+        return None
+
+
+class VolumeCreateBody(_Body):
+    volume: VolumeCreate
+    scheduler_hints: dict[str, Any] | None = Field(default=None, alias="OS-SCH-HNT:scheduler_hints")
+
+
+class VolumeUpdate(_Body):
+    name: VolumeName | None = None
+    description: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    display_name: VolumeName | None = None
+    display_description: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    metadata: dict[MetaKey, MetaValue] | None = Field(default=None, max_length=128)
+
+
+class VolumeUpdateBody(_Body):
+    volume: VolumeUpdate
+
+
+class VolumeAttachmentCreate(_Body):
+    volumeId: Annotated[str, StringConstraints(min_length=1, max_length=36)]
+    device: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    tag: Annotated[str, StringConstraints(min_length=1, max_length=60)] | None = None
+    delete_on_termination: bool | None = None
+
+
+class VolumeAttachmentCreateBody(_Body):
+    volumeAttachment: VolumeAttachmentCreate

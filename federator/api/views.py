@@ -228,6 +228,10 @@ _CATALOG = (
     ("identity", "keystone", "/identity"),
     ("compute", "nova", "/compute/v2.1"),
     ("image", "glance", "/image"),
+    # Cinder's service type, and the alias clients still look up; {project_id} is the
+    # token's project, as Keystone substitutes $(project_id)s.
+    ("block-storage", "cinderv3", "/volume/v3/{project_id}"),
+    ("volumev3", "cinderv3", "/volume/v3/{project_id}"),
     # The broker's own extensions; a parent broker finds its child's capacity here.
     ("federation", "federator", "/federator/v1"),
 )
@@ -249,7 +253,7 @@ def identity_version(root: str) -> dict[str, Any]:
     }
 
 
-def catalog(root: str, region: str) -> list[dict[str, Any]]:
+def catalog(root: str, region: str, project_id: str = "") -> list[dict[str, Any]]:
     """Every service under the broker's own root URL, one endpoint per interface."""
     return [
         {
@@ -262,7 +266,7 @@ def catalog(root: str, region: str) -> list[dict[str, Any]]:
                     "interface": interface,
                     "region": region,
                     "region_id": region,
-                    "url": root + path,
+                    "url": root + path.format(project_id=project_id),
                 }
                 for interface in _INTERFACES
             ],
@@ -288,7 +292,7 @@ def token_view(info: TokenInfo, root: str, region: str) -> dict[str, Any]:
             "project": {"id": info.project.id, "name": info.project.name, "domain": domain},
             "is_domain": False,
             "roles": [{"id": r, "name": r} for r in info.roles],
-            "catalog": catalog(root, region),
+            "catalog": catalog(root, region, info.project.id),
         }
     }
 

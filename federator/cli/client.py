@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Self
+from urllib.parse import urlsplit
 
 import httpx
 import typer
@@ -33,6 +34,7 @@ CONNECT_TIMEOUT = 5.0
 COMPUTE = "/compute/v2.1"
 BROKER = "/federator/v1"
 IDENTITY = "/identity"
+BLOCK_STORAGE = "block-storage"
 AUTH_HINT = (
     "give credentials: source the broker's admin-openrc (in its data directory), or set "
     "OS_USERNAME, OS_PASSWORD and OS_PROJECT_NAME (or pass --os-username, --os-password and "
@@ -40,6 +42,8 @@ AUTH_HINT = (
 )
 # Tokens this process obtained, by (auth URL, user, password digest, project, domains).
 _TOKENS: dict[tuple[str, ...], str] = {}
+# The service catalog that came with each of those tokens, by the same key.
+_CATALOGS: dict[tuple[str, ...], list[dict[str, Any]]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,15 +261,38 @@ class Client:
             raise ClientError(f"no credentials: {AUTH_HINT}")
         return token
 
-    def _token(self, *, fresh: bool = False) -> str | None:
-        """A token for the credentials, kept for the process; None without credentials.
+    def endpoint(self, service_type: str) -> str:
+        """The path, under the broker's URL, of the public endpoint of ``service_type`` in
+        the token's catalog (``/volume/v3/<project id>`` for ``block-storage``). Requests go
+        to the broker the client was pointed at, as the compute calls do, whatever host the
+        catalog names.
 
-        :raises ApiError: the identity service refused the credentials.
+        :raises ClientError: there are no credentials, or the catalog has no such service.
         """
+        self.token()
+        for service in _CATALOGS.get(self._token_key(), []):
+            if service.get("type") != service_type:
+                continue
+            endpoints = [e for e in service.get("endpoints") or [] if e.get("url")]
+            public = [e for e in endpoints if e.get("interface") == "public"]
+            if public or endpoints:
+                return self._path_under_root(str((public or endpoints)[0]["url"]))
+        raise ClientError(
+            f"the token's catalog lists no {service_type} service: the broker at "
+            f"{self.url} (or the identity service at {self.auth_url}) does not offer it"
+        )
+
+    def _path_under_root(self, url: str) -> str:
+        """``url``'s path, less the path the broker's URL already carries."""
+        path = urlsplit(url).path.rstrip("/")
+        root = urlsplit(self.url).path.rstrip("/")
+        if root and path.startswith(root + "/"):
+            path = path.removeprefix(root)
+        return path
+
+    def _token_key(self) -> tuple[str, ...]:
         c = self.credentials
-        if not c.usable:
-            return None
-        key = (
+        return (
             self.auth_url,
             c.username or "",
             hashlib.sha256((c.password or "").encode()).hexdigest(),
@@ -273,6 +300,17 @@ class Client:
             c.project_id or c.project_name or "",
             c.project_domain_name,
         )
+
+    def _token(self, *, fresh: bool = False) -> str | None:
+        """A token for the credentials, kept for the process with its catalog; None
+        without credentials.
+
+        :raises ApiError: the identity service refused the credentials.
+        """
+        c = self.credentials
+        if not c.usable:
+            return None
+        key = self._token_key()
         if not fresh and key in _TOKENS:
             return _TOKENS[key]
         path = "/auth/tokens" if self.auth_url.endswith("/v3") else "/v3/auth/tokens"
@@ -283,6 +321,7 @@ class Client:
         if not token:
             raise ClientError(f"{self.auth_url} answered without a token (X-Subject-Token)")
         _TOKENS[key] = token
+        _CATALOGS[key] = _catalog_of(response)
         return token
 
     def _send(
@@ -376,6 +415,19 @@ class Client:
                     409, errors.CONFLICT, f"{len(named)} servers are named {ref!r}; give an id"
                 ) from None
             raise
+
+
+def _catalog_of(response: httpx.Response) -> list[dict[str, Any]]:
+    """The ``token.catalog`` of an answer to POST /auth/tokens; empty when it has none."""
+    try:
+        body = response.json()
+    except ValueError:
+        return []
+    token = body.get("token") if isinstance(body, dict) else None
+    catalog = token.get("catalog") if isinstance(token, dict) else None
+    if not isinstance(catalog, list):
+        return []
+    return [s for s in catalog if isinstance(s, dict)]
 
 
 def _reason(exc: httpx.TransportError) -> str:

@@ -1,6 +1,7 @@
 """The command groups that talk to a running broker over its API.
 
-``register`` adds ``server``, ``server-group``, ``zone``, ``az``, ``flavor`` and ``monitor``;
+``register`` adds ``server``, ``server-group``, ``volume``, ``zone``, ``az``, ``flavor`` and
+``monitor``;
 ``register_policy_client`` adds ``show``, ``reload`` and ``explain`` to the ``policy`` group.
 """
 
@@ -10,8 +11,9 @@ from typing import Annotated, Any
 
 import typer
 
-from federator.cli import flavors, server_groups, servers, zones
+from federator.cli import flavors, server_groups, servers, volumes, zones
 from federator.cli.client import BROKER, DEFAULT_TIMEOUT, TimeoutOpt, UrlOpt, session
+from federator.cli.common import fail
 from federator.cli.output import (
     NONE,
     JsonOpt,
@@ -36,6 +38,7 @@ TOP_HOSTS = 5
 def register(app: typer.Typer) -> None:
     app.add_typer(servers.app, name="server")
     app.add_typer(server_groups.app, name="server-group")
+    app.add_typer(volumes.app, name="volume")
     app.add_typer(zones.zone_app, name="zone")
     app.add_typer(zones.az_app, name="az")
     app.add_typer(flavors.app, name="flavor")
@@ -94,8 +97,15 @@ def policy_reload(
 
 
 def policy_explain(
-    flavor: Annotated[str, typer.Option("--flavor", help="Flavor id or name.")],
-    image: Annotated[str, typer.Option("--image", help="Image id or name.")],
+    flavor: Annotated[str | None, typer.Option("--flavor", help="Flavor id or name.")] = None,
+    image: Annotated[str | None, typer.Option("--image", help="Image id or name.")] = None,
+    volume_size: Annotated[
+        int | None,
+        typer.Option("--volume-size", help="Explain a volume create of this size (GB) instead."),
+    ] = None,
+    volume_type: Annotated[
+        str | None, typer.Option("--volume-type", help="Volume type of --volume-size.")
+    ] = None,
     project: Annotated[str, typer.Option("--project", help="Project asking.")] = "default",
     availability_zone: Annotated[
         str | None, typer.Option("--availability-zone", help="Zone asked for.")
@@ -111,9 +121,19 @@ def policy_explain(
     timeout: TimeoutOpt = DEFAULT_TIMEOUT,
     json_out: JsonOpt = False,
 ) -> None:
-    """Where a boot would go now and why: every zone's verdicts and its best hosts.
-    Nothing is reserved."""
-    request: dict[str, Any] = {"flavor": flavor, "image": image, "project_id": project}
+    """Where a boot (--flavor, --image) or a volume (--volume-size) would go now and why:
+    every zone's verdicts and its best hosts or pools. Nothing is reserved."""
+    request: dict[str, Any] = {"project_id": project}
+    if volume_size is not None:
+        if flavor or image or group:
+            fail("--volume-size explains a volume: leave out --flavor, --image and --group")
+        request["volume"] = {"size": volume_size}
+        if volume_type:
+            request["volume"]["volume_type"] = volume_type
+    elif flavor and image:
+        request.update(flavor=flavor, image=image)
+    else:
+        fail("give --flavor and --image (a boot) or --volume-size (a volume)")
     if availability_zone:
         request["availability_zone"] = availability_zone
     if group:
@@ -140,9 +160,14 @@ def _print_explain(ex: dict[str, Any], top: int) -> None:
         say(f"Decision: no placement ({ex.get('fault')})")
     req = ex.get("request") or {}
     say(f"Policy: version {ex.get('policy_version')} (sha256 {ex.get('policy_sha256')})")
+    what = (
+        f"volume of {req.get('size')} GB, type {req.get('volume_type')}"
+        if "size" in req
+        else f"flavor {req.get('flavor')}, image {req.get('image')}"
+    )
     say(
-        f"Request: flavor {req.get('flavor')}, image {req.get('image')}, project "
-        f"{req.get('project_id')}, availability zone {req.get('availability_zone') or 'any'}"
+        f"Request: {what}, project {req.get('project_id')}, availability zone "
+        f"{req.get('availability_zone') or 'any'}"
     )
     if ex.get("group"):
         g = ex["group"]
@@ -169,8 +194,15 @@ def _print_zone(zone: dict[str, Any], top: int) -> None:
         say(f"  {verdict} by {v.get('check')}: {v.get('detail')}")
         if v.get("figures"):
             say(f"    figures: {key_values(v['figures'])}")
+    if zone.get("storage"):
+        say(f"  storage: {key_values(zone['storage'])}")
     if zone.get("limits"):
         say(f"  limits: {key_values(zone['limits'])}")
+    if zone.get("detail"):
+        say(f"  {zone['detail']}")
+    for p in zone.get("pools") or []:
+        free = "unbounded" if p.get("free_gb") is None else f"{p['free_gb']} GB free"
+        say(f"  pool {p.get('pool')}: {free}")
     if zone.get("group"):
         verdict = "allows" if zone["group"].get("allowed") else "refuses"
         say(f"  server group {verdict} it: {zone['group'].get('detail')}")

@@ -28,6 +28,7 @@ from federator.driver import (
 )
 from federator.groups import service as groups
 from federator.storage.models import Instance, InstanceMapping, utcnow
+from federator.volumes.worker import detach_all
 
 LOG = logging.getLogger(__name__)
 MAX_TRANSIENT = 5
@@ -82,6 +83,11 @@ class Actions:
                 except DriverError as exc:
                     self._fail(cell, inst.uuid, "delete", exc, status="ERROR")
                     return
+            try:
+                detach_all(self.ctx, inst.uuid)
+            except (TransientError, AuthError) as exc:
+                self._retry_or_fail(task, cell, inst, exc)
+                return
         claims.release(self.ctx.api, inst.uuid)
         now = utcnow()
         with self.ctx.cells[cell].write() as s:

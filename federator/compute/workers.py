@@ -10,6 +10,7 @@ from federator.compute.builder import Builder
 from federator.compute.context import ComputeContext
 from federator.compute.queue import DONE, FAILED, Retry, TaskRef
 from federator.groups import remote as remote_groups
+from federator.volumes import worker as volume_tasks
 
 LOG = logging.getLogger(__name__)
 MAX_TASK_ATTEMPTS = 5
@@ -22,6 +23,7 @@ class WorkerPool:
         self.ctx = ctx
         self.builder = Builder(ctx)
         self.actions = Actions(ctx)
+        self.volumes = volume_tasks.VolumeTasks(ctx)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._busy = 0
@@ -73,6 +75,8 @@ class WorkerPool:
                 self.builder.build(task)
             elif task.action == remote_groups.CLEANUP:
                 remote_groups.cleanup(self.ctx, task)
+            elif task.action in volume_tasks.ACTIONS:
+                self.volumes.run(task)
             else:
                 self.actions.run(task)
         except Retry as r:
@@ -88,6 +92,8 @@ class WorkerPool:
             try:
                 if task.action == "build":
                     self.builder.fail(task.instance_uuid, f"internal error: {reason}")
+                elif task.action in volume_tasks.ACTIONS:
+                    self.volumes.abandon(task, reason)
                 else:
                     self.actions.abandon(task, reason)
             except Exception:

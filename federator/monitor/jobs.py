@@ -12,6 +12,7 @@ from federator.compute.zonestate import record_zone_failure, record_zone_success
 from federator.driver import DriverError
 from federator.hosts.inventory import sync_hosts
 from federator.monitor.capabilities import poll_capabilities, store_report
+from federator.volumes.pools import sync_pools
 
 LOG = logging.getLogger(__name__)
 
@@ -57,7 +58,21 @@ def refresh_zone(ctx: ComputeContext, zone: str) -> str:
         raise
     record_zone_success(ctx.api, zone, health.detail)
     summary = f"ok: {health.detail}" + (f"; {new} new host(s)" if new else "")
-    return summary + (f"; {reported}" if reported else "")
+    return summary + (f"; {reported}" if reported else "") + _refresh_pools(ctx, zone)
+
+
+def _refresh_pools(ctx: ComputeContext, zone: str) -> str:
+    """Re-read the zone's storage pools; a failure keeps the pools as last seen and does not
+    count against the zone's compute (servers still boot where volumes cannot be made)."""
+    storage = ctx.drivers[zone].block_storage()
+    if storage is None:
+        return ""
+    try:
+        sync_pools(ctx.api, zone, storage.pools())
+    except DriverError as exc:
+        LOG.warning("zone %s: storage pools not refreshed: %s", zone, exc.message)
+        return f"; storage pools not refreshed: {exc.message}"
+    return ""
 
 
 def refresh_hosts_cache(ctx: ComputeContext) -> str:

@@ -25,6 +25,7 @@ from federator.monitor import jobs
 from federator.monitor.jobs import JobRecord
 from federator.monitor.orphans import find_orphans
 from federator.monitor.sync import ZoneMemory, sync_instance, sync_zone
+from federator.volumes.sync import sync_volumes
 
 LOG = logging.getLogger(__name__)
 
@@ -65,6 +66,8 @@ class Monitor:
                 f"sync:{name}", mon.sync_interval, sync_zone, self.ctx, name, self.memory[name]
             )
             self._add(f"orphans:{name}", mon.orphan_interval, find_orphans, self.ctx, name)
+            if self.ctx.drivers[name].block_storage() is not None:
+                self._add(f"volumes:{name}", mon.sync_interval, volume_sync, self.ctx, name)
         self._add("hosts-cache", mon.load_interval, jobs.refresh_hosts_cache, self.ctx)
         self._scheduler.start()
         for zone in self.ctx.settings.zones:
@@ -107,3 +110,8 @@ class Monitor:
         self._cancels.clear()
         if self._scheduler.running:
             self._scheduler.shutdown(wait=True)
+
+
+def volume_sync(ctx: ComputeContext, zone: str) -> str:
+    """The ``volumes:<zone>`` job: one pass of :func:`federator.volumes.sync.sync_volumes`."""
+    return sync_volumes(ctx, zone).summary()

@@ -33,6 +33,7 @@ __all__ = [
     "Verdict",
     "Weighing",
     "ZoneLoad",
+    "exclusions",
     "rank",
     "threshold_figures",
     "zone_weighing",
@@ -217,7 +218,7 @@ def rank(
             for z in context.zones
         ]
         return _refusal(policy, names, verdicts, errors.POLICY_DENIED)
-    scope = _Scope(policy, context, request, loads, names, _exclusions(context, matched))
+    scope = _Scope(policy, context, request, loads, names, exclusions(context, matched))
     if request.availability_zone is not None:
         return _rank_named(scope)
     return _rank_overflow(scope)
@@ -244,7 +245,7 @@ def _fits(rule: Rule, request: PlacementRequest) -> bool:
     )
 
 
-def _exclusions(context: PolicyContext, matched: Sequence[Rule]) -> dict[str, str]:
+def exclusions(context: PolicyContext, matched: Sequence[Rule]) -> dict[str, str]:
     """Zone -> the name of the first matched rule that does not allow it."""
     excluded: dict[str, str] = {}
     for rule in matched:

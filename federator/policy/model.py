@@ -130,6 +130,13 @@ class Thresholds(_Model):
     instances: CountMarks | None = Field(
         default=None, description="Number of instances in the zone."
     )
+    gb_percent: PercentMarks | None = Field(
+        default=None,
+        description=(
+            "Block storage claimed as a percentage of the zone's pool capacity; decides "
+            "where volumes go, as the other metrics decide for servers."
+        ),
+    )
 
 
 class Quota(_Model):
@@ -138,6 +145,10 @@ class Quota(_Model):
     instances: int | None = Field(default=None, ge=0, description="Most instances at once.")
     vcpus: int | None = Field(default=None, ge=0, description="Most vCPUs in use at once.")
     ram_mb: int | None = Field(default=None, ge=0, description="Most RAM (MiB) in use at once.")
+    volumes: int | None = Field(default=None, ge=0, description="Most volumes at once.")
+    gigabytes: int | None = Field(
+        default=None, ge=0, description="Most block storage (GB) held by volumes at once."
+    )
 
 
 class ZonePolicy(_Model):

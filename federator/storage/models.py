@@ -94,6 +94,12 @@ class Zone(ApiBase):
     # federator.monitor.capabilities). NULL when never reported or not reportable.
     capabilities: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     capabilities_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # Block storage claimed in the zone (moves only with a ``volume_allocations`` row) and
+    # the capacity of its pools; ``storage_bursting`` is the gb_percent hysteresis state.
+    volume_gb_used: Mapped[int] = mapped_column(BigInteger, default=0)
+    volumes: Mapped[int] = mapped_column(BigInteger, default=0)
+    volume_gb_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    storage_bursting: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -254,6 +260,104 @@ class ServerGroupZone(ApiBase):
     group_uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
     zone: Mapped[str] = mapped_column(String(64), primary_key=True)
     remote_id: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class StoragePool(ApiBase):
+    """A pool volumes are made in, as the zone's driver reports it: one per host for
+    host-local storage, one for the zone otherwise. ``capacity_gb`` NULL: no bound known.
+    ``used_gb`` and ``volumes`` move only with a ``volume_allocations`` row."""
+
+    __tablename__ = "storage_pools"
+    __table_args__ = (
+        UniqueConstraint("zone", "name", name="uq_storage_pools_zone_name"),
+        Index("ix_storage_pools_zone_free", "zone", "free_gb"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    zone: Mapped[str] = mapped_column(ForeignKey("zones.name", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))
+    host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    az: Mapped[str] = mapped_column(String(64))
+    capacity_gb: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    used_gb: Mapped[int] = mapped_column(BigInteger, default=0)
+    # capacity_gb - used_gb, kept with every claim so a free pool is found by an index
+    # (NULL for unbounded pools).
+    free_gb: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    volumes: Mapped[int] = mapped_column(Integer, default=0)
+    reported: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Volume(ApiBase):
+    """A block-storage volume (Cinder's volumes), from its create until it is deleted
+    (then ``deleted`` is set and the row kept for listings of deleted volumes).
+
+    ``zone``, ``pool_id`` and ``availability_zone`` are set by placement, with the
+    volume's allocation; a volume that could not be placed is ``error`` with a ``fault``.
+    """
+
+    __tablename__ = "volumes"
+    __table_args__ = (
+        Index("ix_volumes_project_created", "project_id", "created_at"),
+        Index("ix_volumes_zone_deleted", "zone", "deleted"),
+    )
+
+    uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    project_id: Mapped[str] = mapped_column(String(255))
+    user_id: Mapped[str] = mapped_column(String(255))
+    size_gb: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    volume_type: Mapped[str] = mapped_column(String(255))
+    requested_az: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    availability_zone: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    zone: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    pool_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    remote_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    multiattach: Mapped[bool] = mapped_column(Boolean, default=False)
+    bootable: Mapped[bool] = mapped_column(Boolean, default=False)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    fault: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    placement: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class VolumeAttachment(ApiBase):
+    """A volume attached (or being attached, or detached) to a server: Nova's volume
+    attachment and Cinder's ``attachments`` entry. ``state`` is ``attaching``,
+    ``attached`` or ``detaching``."""
+
+    __tablename__ = "volume_attachments"
+    __table_args__ = (UniqueConstraint("volume_uuid", "server_uuid", name="uq_volume_server"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    volume_uuid: Mapped[str] = mapped_column(
+        ForeignKey("volumes.uuid", ondelete="CASCADE"), index=True
+    )
+    server_uuid: Mapped[str] = mapped_column(String(36), index=True)
+    device: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    state: Mapped[str] = mapped_column(String(16))
+    tag: Mapped[str | None] = mapped_column(String(60), nullable=True)
+    delete_on_termination: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class VolumeAllocation(ApiBase):
+    """Storage claimed for one volume, in a zone and one of its pools."""
+
+    __tablename__ = "volume_allocations"
+
+    volume_uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    zone: Mapped[str] = mapped_column(ForeignKey("zones.name"), index=True)
+    pool_id: Mapped[int] = mapped_column(ForeignKey("storage_pools.id"), index=True)
+    size_gb: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -100,7 +100,7 @@ def _aws_moto(tmp: Path) -> Driver:
         stack.enter_context(strict_moto())
         stack.enter_context(mock_aws())
         network = make_network(test_client())
-        driver = load_zone("aws", zone_options(network), tmp)
+        driver = load_zone("aws", zone_options(network, subnet_strategy="first"), tmp)
         return _closing_with(driver, stack.pop_all())
 
 
@@ -111,7 +111,9 @@ def _aws_server(tmp: Path) -> Driver:
         stack.enter_context(strict_moto())
         reset_moto_server(endpoint)
         network = make_network(test_client(endpoint))
-        driver = load_zone("aws", zone_options(network, endpoint_url=endpoint), tmp)
+        driver = load_zone(
+            "aws", zone_options(network, endpoint_url=endpoint, subnet_strategy="first"), tmp
+        )
         return _closing_with(driver, stack.pop_all())
 
 
@@ -188,6 +190,12 @@ def driver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Driver]:
     try:
         yield made
     finally:
+        storage = made.block_storage()
+        if storage is not None:
+            for volume in [v for batch in storage.list_volumes() for v in batch]:
+                for attachment in volume.attachments:
+                    storage.detach_volume(volume.uuid, attachment.server_uuid)
+                storage.delete_volume(volume.uuid)
         leftovers = [i.uuid for batch in made.list_instances() for i in batch]
         for uuid in leftovers:
             made.delete(uuid)

@@ -186,8 +186,18 @@ def test_identity_issues_validates_and_revokes_tokens(live: LiveBroker) -> None:
     assert body["methods"] == ["password"]
     assert body["expires_at"] > body["issued_at"]
     catalog = {s["type"]: s for s in body["catalog"]}
-    assert set(catalog) == {"identity", "compute", "image", "federation"}
+    assert set(catalog) == {
+        "identity",
+        "compute",
+        "image",
+        "federation",
+        "block-storage",
+        "volumev3",
+    }
     assert {e["url"] for e in catalog["compute"]["endpoints"]} == {f"{root}/compute/v2.1"}
+    # Cinder's endpoint names the project, under both the type and the alias clients use.
+    for kind in ("block-storage", "volumev3"):
+        assert {e["url"] for e in catalog[kind]["endpoints"]} == {f"{root}/volume/v3/{A}"}
     assert {e["url"] for e in catalog["image"]["endpoints"]} == {f"{root}/image"}
     # Where a parent broker finds this broker's capacity report.
     assert {e["url"] for e in catalog["federation"]["endpoints"]} == {f"{root}/federator/v1"}

@@ -11,6 +11,7 @@ from federator.api.deps import BrokerDep
 from federator.api.schemas import ExplainBody
 from federator.api.views import iso
 from federator.compute.explain import ExplainRequest, explain
+from federator.volumes.explain import VolumeExplainRequest, explain_volume
 
 router = APIRouter(prefix="/policy", tags=["policy (broker)"])
 
@@ -46,6 +47,21 @@ def reload_policy(broker: BrokerDep) -> dict[str, Any]:
 
 @router.post("/explain")
 def explain_policy(body: ExplainBody, broker: BrokerDep) -> dict[str, Any]:
+    if body.volume is not None:
+        return {
+            "explain": explain_volume(
+                broker.ctx,
+                VolumeExplainRequest(
+                    size_gb=body.volume.size,
+                    volume_type=body.volume.volume_type,
+                    availability_zone=body.availability_zone,
+                    project_id=body.project_id,
+                    max_pools=body.volume.max_pools,
+                    multiattach=body.volume.multiattach,
+                ),
+            )
+        }
+    assert body.flavor is not None and body.image is not None  # checked by ExplainBody
     return {
         "explain": explain(
             broker.ctx,

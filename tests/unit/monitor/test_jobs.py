@@ -8,13 +8,16 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
+from federator.blockstorage import PoolInfo
 from federator.broker import Broker
 from federator.compute.zonestate import record_zone_failure, record_zone_success
 from federator.driver import RemoteInstance, TransientError, ZoneHealth
 from federator.monitor import jobs
 from federator.monitor.service import Monitor
 from federator.storage.events import list_events
-from federator.storage.models import Host, Zone
+from federator.storage.models import Host, StoragePool, Zone
 from tests.conftest import make_settings, sim_zone
 
 POLICY: dict[str, Any] = {"version": "m1", "zones": {}}
@@ -73,6 +76,28 @@ def test_refresh_zone_records_hosts_and_totals(tmp_path: Path) -> None:
             names = sorted(h.name for h in s.query(Host).filter(Host.zone == "local"))
         assert names == ["local-host-001", "local-host-002"]
         assert jobs.refresh_zone(broker.ctx, "local").startswith("ok")
+    finally:
+        broker.stop()
+
+
+def test_refresh_zone_keeps_the_zone_up_when_only_its_pools_fail(tmp_path: Path) -> None:
+    broker = _broker(tmp_path, volume_pool_gb=50)
+    try:
+        with broker.dbs.api.read() as s:
+            pools = sorted((p.name, p.capacity_gb) for p in s.scalars(select(StoragePool)))
+        assert pools == [("local-host-001/volumes", 50), ("local-host-002/volumes", 50)]
+        storage = broker.drivers["local"].block_storage()
+        assert storage is not None
+
+        def broken() -> Sequence[PoolInfo]:
+            raise TransientError("local", "volume service down")
+
+        storage.pools = broken  # type: ignore[method-assign]
+        for _ in range(4):
+            result = jobs.refresh_zone(broker.ctx, "local")
+            assert result.startswith("ok") and "storage pools not refreshed" in result
+        z = _zone(broker, "local")
+        assert (z.state, z.consecutive_failures, z.volume_gb_total) == ("available", 0, 100)
     finally:
         broker.stop()
 

@@ -145,7 +145,7 @@ def test_unknown_key_is_named_with_a_suggestion(tmp_path: Path) -> None:
     problems = _by_path(_problems(tmp_path, doc))
     assert problems == {
         "$.zones.local.thresholds.ram_percnt": "unknown key 'ram_percnt'; did you mean "
-        "'ram_percent'? (allowed: ram_percent, vcpu_percent, instances)"
+        "'ram_percent'? (allowed: ram_percent, vcpu_percent, instances, gb_percent)"
     }
 
 

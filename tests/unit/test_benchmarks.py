@@ -1,0 +1,78 @@
+"""Smoke tests of the benchmark scripts: each runs in its small mode and prints the JSON
+document it promises, with real figures in it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_benchmark(name: str, *args: str, timeout: float = 240) -> dict[str, Any]:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / name), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    doc: dict[str, Any] = json.loads(result.stdout)
+    return doc
+
+
+def positive(section: dict[str, Any], *keys: str) -> None:
+    for key in keys:
+        value = section[key]
+        assert isinstance(value, (int, float)) and not isinstance(value, bool), (key, value)
+        assert value > 0, (key, value)
+
+
+@pytest.mark.slow
+def test_volumes_quick() -> None:
+    doc = run_benchmark("volumes.py", "--quick")
+    assert doc["benchmark"] == "volumes"
+    assert doc["quick"] is True
+
+    placement = doc["placement"]
+    assert placement["pools"] == 200
+    assert placement["samples"] == 50
+    positive(placement, "p50_ms", "p95_ms", "p99_ms", "p50_us", "p95_us", "placements_per_s")
+    assert placement["p50_ms"] <= placement["p95_ms"] <= placement["p99_ms"]
+    positive(placement["stages_p50_ms"], "loads", "rank", "free_pools", "claim")
+    positive(placement["worker_place"], "p50_ms", "p95_ms")
+    # Every timed placement, its warm-up and the worker's own placements hold a claim.
+    expected = placement["warmup"] + placement["samples"] + placement["worker_place"]["samples"]
+    assert placement["volumes_in_pools"] == expected
+    # Spread puts each volume in the emptiest pool, so no pool holds more than its share.
+    share = -(-expected // placement["pools"])
+    assert placement["fullest_pool_gb"] == share * placement["volume_gb"]
+
+    http = doc["http_creates"]
+    assert http["errors"] == 0
+    assert http["accepted"] == http["creates"] == http["available"] == 50
+    assert http["error"] == 0 and http["other"] == {}
+    positive(http, "accepted_per_s", "settled_per_s", "all_settled_s")
+    positive(http["latency_ms"], "p50", "p99")
+    assert http["serve_exit_code"] == 0
+
+    boot = doc["boot"]
+    assert boot["accepted"] == boot["active"] == 50
+    positive(boot, "accepted_per_s", "active_per_s")
+    positive(boot["placement"], "select_p50_ms", "claim_p50_ms", "p50_ms")
+
+    ratios = doc["ratios"]
+    positive(
+        ratios,
+        "accepted_per_s",
+        "settled_per_s_over_active_per_s",
+        "post_latency_p50",
+        "placement_p50",
+    )
