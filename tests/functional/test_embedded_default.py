@@ -185,3 +185,71 @@ def test_serve_without_moto_falls_back_to_a_simulated_zone(
     log = served.log.read_text()
     assert "zone aws-standin: moto is not installed" in log
     assert "install federator[embedded]" in log
+
+
+def ebs_volumes(endpoint: str) -> list[dict[str, Any]]:
+    """The stand-in's EBS volumes that carry a broker volume uuid."""
+    client = boto3.session.Session(
+        aws_access_key_id="any", aws_secret_access_key="any", region_name="us-east-1"
+    ).client("ec2", endpoint_url=endpoint)
+    try:
+        found: list[dict[str, Any]] = client.describe_volumes(
+            Filters=[{"Name": "tag-key", "Values": ["federator:volume-uuid"]}]
+        )["Volumes"]
+        return found
+    finally:
+        client.close()
+
+
+def test_the_readme_volume_walk(embedded_broker: LiveBroker) -> None:
+    """Local volumes until the pools pass 75%, then EBS in aws-standin; attachments only
+    within an availability zone; no delete while attached."""
+    live = embedded_broker
+    endpoint = live.client.get(f"{live.url}/federator/v1/zones/aws-standin").json()["zone"][
+        "stand_in"
+    ]["endpoint"]
+
+    def cli(*args: str) -> Any:
+        return CliRunner().invoke(app, [*args, "--url", live.url], env=live.os_env())
+
+    web = boot_settled(live, "web-1")
+    for n in range(3):  # fill local to its 75% mark; the burst server goes to aws-standin
+        boot_settled(live, f"large-{n}", flavor="m1.large")
+    burst = boot_settled(live, "burst-1")
+    assert (az(web), az(burst)) == ("local", "aws-standin")
+
+    made = cli("volume", "create", "data", "--size", "1", "--wait")
+    assert made.exit_code == 0, made.output
+    assert "│ local " in made.stdout
+    attached = cli("volume", "attach", "web-1", "data", "--wait")
+    assert attached.exit_code == 0 and "as /dev/vdb" in attached.stdout, attached.output
+    refused = cli("volume", "delete", "data")
+    assert refused.exit_code == 1 and "HTTP 400" in refused.output
+    assert cli("volume", "detach", "web-1", "data", "--wait").exit_code == 0
+    assert cli("volume", "delete", "data", "--wait").exit_code == 0
+
+    for n in range(3):
+        assert cli("volume", "create", f"fill-{n}", "--size", "100", "--wait").exit_code == 0
+    ebs = cli("volume", "create", "ebs", "--size", "1", "--wait", "--json")
+    assert ebs.exit_code == 0, ebs.output
+    volume = json.loads(ebs.stdout)["volume"]
+    assert volume["availability_zone"] == "aws-standin"
+    assert cli("volume", "attach", "burst-1", "ebs", "--wait").exit_code == 0
+    (found,) = ebs_volumes(endpoint)
+    (instance,) = ec2_instances(endpoint, burst["id"])
+    assert found["VolumeId"] == volume["provider_id"]
+    assert (found["Size"], found["AvailabilityZone"]) == (
+        1,
+        instance["Placement"]["AvailabilityZone"],
+    )
+    assert [(a["InstanceId"], a["Device"]) for a in found["Attachments"]] == [
+        (instance["InstanceId"], "/dev/sdb")
+    ]
+    assert cli("volume", "detach", "burst-1", "ebs", "--wait").exit_code == 0
+    across = cli("volume", "attach", "web-1", "ebs")
+    assert across.exit_code == 1
+    assert "'local'" in across.output and "'aws-standin'" in across.output
+    assert ebs_volumes(endpoint)[0]["Attachments"] == []
+    gone = cli("volume", "delete", "ebs", "fill-0", "fill-1", "fill-2", "--wait")
+    assert gone.exit_code == 0, gone.output
+    assert ebs_volumes(endpoint) == []
