@@ -422,7 +422,7 @@ class Driver(abc.ABC):
     def block_storage(self) -> BlockStorage | None:
         """The zone's block storage (:mod:`federator.blockstorage`), or None when the zone
         holds no volumes (the default: a compute-only driver implements nothing more).
-        Called once at start-up; the same object serves every volume call."""
+        Called often: return the same object every time (made once, with no remote call)."""
         return None
 
     def close(self) -> None:  # noqa: B027 - optional hook, no-op by default

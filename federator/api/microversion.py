@@ -114,7 +114,7 @@ VERSIONS: tuple[tuple[str, str], ...] = (
         "ephemeral, swap, extra_specs) instead of a link",
     ),
     ("2.48", "server diagnostics format (nothing the broker serves)"),
-    ("2.49", "volume attach tags (nothing the broker serves)"),
+    ("2.49", "volume attachments: tag"),
     ("2.50", "quota classes (nothing the broker serves)"),
     ("2.51", "volume-extended events (nothing the broker serves)"),
     ("2.52", "server create: tags"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -69,9 +69,11 @@ def server_detail(
     *,
     admin: bool = False,
     flavors: FlavorLookup | None = None,
+    volumes: Sequence[tuple[str, bool]] = (),
 ) -> dict[str, Any]:
     """A server as GET /servers/detail and /servers/{id} show it at microversion ``mv``
-    to an admin or not; ``flavors`` gives the extra specs of the embedded flavor (2.47)."""
+    to an admin or not; ``flavors`` gives the extra specs of the embedded flavor (2.47);
+    ``volumes`` the attached volumes with their delete_on_termination."""
     host_id = ""
     if v.host:
         host_id = hashlib.sha224(f"{v.project_id}{v.host}".encode()).hexdigest()
@@ -107,7 +109,10 @@ def server_detail(
         "OS-EXT-STS:power_state": _POWER_STATE.get(v.status, 0),
         "OS-SRV-USG:launched_at": iso(v.launched_at),
         "OS-SRV-USG:terminated_at": None,
-        "os-extended-volumes:volumes_attached": [],
+        "os-extended-volumes:volumes_attached": [
+            {"id": vid, **({"delete_on_termination": dot} if mv >= V2_3 else {})}
+            for vid, dot in volumes
+        ],
         "federator:cell": v.cell,
         "federator:flavor": dict(v.flavor),
         "federator:policy_version": v.policy_version,

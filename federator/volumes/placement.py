@@ -192,18 +192,22 @@ def _overflow(scope: _Scope) -> list[_Outcome]:
             if context.kind(target) == "virtual" and target not in targets:
                 targets.append(target)
     virtual: dict[str, _Outcome] = {}
+    reachable: set[str] = set()
     for target in targets:
         refused = _refused(scope, target)
         virtual[target] = refused or _virtual(scope, scope.loads[target], explicit=False)
+        if refused is None:
+            reachable.add(target)
     outcomes: list[_Outcome] = []
     for zone in context.local_zones:
         refused = _refused(scope, zone)
         if refused is not None:
             outcomes.append(refused)
             continue
-        open_targets = [
-            t for t in policy.zone(zone).overflow if t in virtual and virtual[t].candidate
-        ]
+        # As for servers: a target that is up but at its quota still counts (the quota caps
+        # the overflow on purpose, and the local zone keeps to its high-water mark); one
+        # excluded by a rule, down, or without storage does not.
+        open_targets = [t for t in policy.zone(zone).overflow if t in reachable]
         outcomes.append(_local(scope, scope.loads[zone], can_overflow=bool(open_targets)))
     outcomes.extend(virtual[t] for t in targets)
     for zone in context.virtual_zones:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import uuid as uuidlib
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,21 +134,16 @@ class VolumeService:
                 raise NotFound(kind="Volume", ident=uuid)
             return r.view_of(v, r.attachments_by_volume(s, [uuid]).get(uuid, []))
 
+    def count_volumes(self, f: VolumeFilters) -> int:
+        """How many volumes match ``f``, whatever the page (Cinder's ``with_count``)."""
+        with self.ctx.api.read() as s:
+            return int(s.scalar(select(func.count()).where(*_conditions(f))) or 0)
+
     def list_volumes(
         self, f: VolumeFilters, *, limit: int, marker: str | None, sort_desc: bool = True
     ) -> list[VolumeView]:
         """Newest first (created_at, then id), at most ``limit``, after volume ``marker``."""
-        conds: list[ColumnElement[bool]] = [Volume.deleted.is_(False)]
-        if f.project_id is not None:
-            conds.append(Volume.project_id == f.project_id)
-        if f.name is not None:
-            conds.append(Volume.name == f.name)
-        if f.status is not None:
-            conds.append(Volume.status == f.status.lower())
-        if f.availability_zone is not None:
-            conds.append(Volume.availability_zone == f.availability_zone)
-        for key, value in (f.metadata or {}).items():
-            conds.append(Volume.metadata_[key].as_string() == value)
+        conds = _conditions(f)
         with self.ctx.api.read() as s:
             if marker is not None:
                 m = s.get(Volume, marker)
@@ -246,6 +241,26 @@ class VolumeService:
                 .order_by(VolumeAttachment.created_at, VolumeAttachment.id)
             )
             return [r.attachment_view(a) for a in rows]
+
+    def attached_to(self, server_uuids: Sequence[str]) -> dict[str, list[tuple[str, bool]]]:
+        """The volumes attached to each server (with delete_on_termination), in attach
+        order; the caller has already checked it may see the servers."""
+        found: dict[str, list[tuple[str, bool]]] = {}
+        if not server_uuids:
+            return found
+        with self.ctx.api.read() as s:
+            rows = s.execute(
+                select(
+                    VolumeAttachment.server_uuid,
+                    VolumeAttachment.volume_uuid,
+                    VolumeAttachment.delete_on_termination,
+                )
+                .where(VolumeAttachment.server_uuid.in_(list(server_uuids)))
+                .order_by(VolumeAttachment.created_at, VolumeAttachment.id)
+            )
+            for server, volume, dot in rows:
+                found.setdefault(server, []).append((volume, bool(dot)))
+        return found
 
     def attachment(self, rc: RequestContext, server_uuid: str, volume_uuid: str) -> AttachmentView:
         for a in self.attachments_of(rc, server_uuid):
@@ -416,6 +431,21 @@ class VolumeService:
         for az, zone in rows:
             seen[az] = seen.get(az, False) or states.get(zone) == "available"
         return sorted(seen.items())
+
+
+def _conditions(f: VolumeFilters) -> list[ColumnElement[bool]]:
+    conds: list[ColumnElement[bool]] = [Volume.deleted.is_(False)]
+    if f.project_id is not None:
+        conds.append(Volume.project_id == f.project_id)
+    if f.name is not None:
+        conds.append(Volume.name == f.name)
+    if f.status is not None:
+        conds.append(Volume.status == f.status.lower())
+    if f.availability_zone is not None:
+        conds.append(Volume.availability_zone == f.availability_zone)
+    for key, value in (f.metadata or {}).items():
+        conds.append(Volume.metadata_[key].as_string() == value)
+    return conds
 
 
 def check_create(ctx: ComputeContext, req: CreateVolume) -> VolumeTypeConfig:

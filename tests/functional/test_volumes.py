@@ -164,6 +164,12 @@ def test_statuses_follow_cinder_rules(live: LiveBroker) -> None:
     assert [(a["server_id"], a["device"]) for a in attached["attachments"]] == [
         (server["id"], "/dev/vdb")
     ]
+    shown = live.client.get(
+        f"{live.compute}/servers/{server['id']}", headers={"X-OpenStack-Nova-API-Version": "2.3"}
+    ).json()["server"]
+    assert shown["os-extended-volumes:volumes_attached"] == [
+        {"id": vol["id"], "delete_on_termination": False}
+    ]
     # Deleting an in-use volume: 400, and it stays attached.
     r = live.client.delete(f"{cinder(live)}/volumes/{vol['id']}")
     assert r.status_code == 400 and "in-use" in r.text
@@ -365,6 +371,13 @@ def test_list_filters_and_pages(live: LiveBroker) -> None:
     ).json()["volumes"]
     assert {v["id"] for v in first["volumes"]} | {v["id"] for v in rest} == set(ids)
     assert not {v["id"] for v in first["volumes"]} & {v["id"] for v in rest}
+    # with_count (3.45) counts every match, not the page.
+    counted = live.client.get(
+        f"{cinder(live)}/volumes",
+        params={"limit": 2, "with_count": "true"},
+        headers={"OpenStack-API-Version": "volume 3.45"},
+    ).json()
+    assert (len(counted["volumes"]), counted["count"]) == (2, 5)
 
 
 # --- the monitor ----------------------------------------------------------------------------

@@ -94,10 +94,19 @@ def list_servers(
 def list_servers_detail(
     broker: BrokerDep, rc: ContextDep, base: BaseUrlDep, q: ListQuery, mv: MicroversionDep
 ) -> dict[str, Any]:
+    servers = _list(broker, rc, q)
+    attached = broker.volumes.attached_to([v.uuid for v in servers])
     return {
         "servers": [
-            server_detail(v, base, mv, admin=rc.is_admin, flavors=broker.settings.flavor)
-            for v in _list(broker, rc, q)
+            server_detail(
+                v,
+                base,
+                mv,
+                admin=rc.is_admin,
+                flavors=broker.settings.flavor,
+                volumes=attached.get(v.uuid, ()),
+            )
+            for v in servers
         ]
     }
 
@@ -107,7 +116,12 @@ def show_server(
     server_id: str, broker: BrokerDep, rc: ContextDep, base: BaseUrlDep, mv: MicroversionDep
 ) -> dict[str, Any]:
     v = broker.compute.get(rc, server_id)
-    return {"server": server_detail(v, base, mv, admin=rc.is_admin, flavors=broker.settings.flavor)}
+    volumes = broker.volumes.attached_to([v.uuid]).get(v.uuid, ())
+    return {
+        "server": server_detail(
+            v, base, mv, admin=rc.is_admin, flavors=broker.settings.flavor, volumes=volumes
+        )
+    }
 
 
 @router.delete("/{server_id}", status_code=204)

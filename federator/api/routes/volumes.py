@@ -126,7 +126,7 @@ def _listing(
     all_tenants: str | None,
     availability_zone: str | None,
     metadata: str | None = None,
-) -> tuple[list[Any], str | None, bool]:
+) -> tuple[list[Any], str | None, VolumeFilters]:
     everyone = _truthy(all_tenants)
     if everyone and not rc.is_admin:
         everyone = False  # Cinder ignores all_tenants for non-admins
@@ -139,20 +139,16 @@ def _listing(
         if key not in ("created_at", "id") or direction not in ("", "asc", "desc"):
             raise BadRequest(reason=f"sort: {sort!r} is not supported; use created_at[:asc|desc]")
         desc = direction != "asc"
-    rows = broker.volumes.list_volumes(
-        VolumeFilters(
-            project_id=None if everyone else rc.project_id,
-            name=name,
-            status=status,
-            availability_zone=availability_zone,
-            metadata=_metadata_filter(metadata),
-        ),
-        limit=size,
-        marker=marker,
-        sort_desc=desc,
+    filters = VolumeFilters(
+        project_id=None if everyone else rc.project_id,
+        name=name,
+        status=status,
+        availability_zone=availability_zone,
+        metadata=_metadata_filter(metadata),
     )
+    rows = broker.volumes.list_volumes(filters, limit=size, marker=marker, sort_desc=desc)
     nxt = rows[-1].id if len(rows) == size and rows else None
-    return rows, nxt, everyone
+    return rows, nxt, filters
 
 
 def _metadata_filter(raw: str | None) -> Mapping[str, str] | None:
@@ -207,7 +203,7 @@ def list_volumes(
     metadata: Annotated[str | None, Query()] = None,
     with_count: Annotated[str | None, Query()] = None,
 ) -> dict[str, Any]:
-    rows, nxt, _ = _listing(
+    rows, nxt, filters = _listing(
         request,
         project_id,
         broker,
@@ -229,7 +225,7 @@ def list_volumes(
     if nxt is not None:
         body["volumes_links"] = _next_link(request, nxt)
     if version >= V3_45 and _truthy(with_count):
-        body["count"] = len(items)
+        body["count"] = broker.volumes.count_volumes(filters)
     return body
 
 
