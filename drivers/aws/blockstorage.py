@@ -34,6 +34,7 @@ import hashlib
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -300,6 +301,34 @@ class EbsBlockStorage(BlockStorage):
                         raise
                     continue
                 LOG.info("zone %s: detaching volume %s from %s", self.zone, uuid, server_uuid)
+            if attached:
+                self._await_detached(uuid, server_uuid)
+
+    def _await_detached(self, uuid: str, server_uuid: str) -> None:
+        """Wait (up to ``wait_timeout``) until EC2 no longer lists the attachment: a real
+        EC2 detaches asynchronously, and the volume is not free until it has.
+
+        :raises TransientError: still detaching (the broker retries the detach, which then
+            finds it detaching and waits again).
+        """
+        deadline = time.monotonic() + self.options.wait_timeout
+        while True:
+            volume = self._require(uuid, "detach_volume")
+            servers = self._servers([volume]) if _attachments(volume) else {}
+            left = [
+                a
+                for a in _attachments(volume)
+                if server_uuid in (a["InstanceId"], servers.get(a["InstanceId"]))
+            ]
+            if not left:
+                return
+            if time.monotonic() >= deadline:
+                raise TransientError(
+                    self.zone,
+                    f"volume {uuid} is still {left[0].get('State', 'attached')} from server "
+                    f"{server_uuid}",
+                )
+            time.sleep(self.options.poll_interval)
 
     # --- internals ---------------------------------------------------------------------
 

@@ -6,6 +6,10 @@ in server metadata; a create is idempotent because the driver looks the uuid up 
 creates, so a retry after a timeout finds the server instead of making a second one.
 Server groups have no metadata in Nova, so a remote group's name carries the broker id
 and the broker's group uuid, and the same look-up before create makes it idempotent.
+
+The zone's block storage is the remote cloud's Cinder (:mod:`drivers.openstack.blockstorage`),
+built on the first :meth:`OpenStackDriver.block_storage` call and sharing this driver's
+connection, metadata keys and server look-up.
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+from drivers.openstack.blockstorage import CinderBlockStorage, MetadataKeys
 from drivers.openstack.capacity import capacity_from
 from drivers.openstack.errors import translated
 from drivers.openstack.options import OpenStackOptions
@@ -67,6 +73,8 @@ class OpenStackDriver(Driver):
         self._ids: dict[str, str] = {}
         self._creating = KeyedLocks()
         self._grouping = KeyedLocks()
+        self._storage: CinderBlockStorage | None = None
+        self._storage_lock = threading.Lock()
 
     # --- connection ----------------------------------------------------------------
 
@@ -268,6 +276,31 @@ class OpenStackDriver(Driver):
             raise PermanentError(
                 self.zone, f"the remote capacity report is malformed: {type(exc).__name__}"
             ) from exc
+
+    def block_storage(self) -> CinderBlockStorage | None:
+        """The remote cloud's volumes: made on the first call (no remote call), the same
+        object after; None when the ``volumes`` option is off."""
+        if not self.options.volumes:
+            return None
+        with self._storage_lock:
+            if self._storage is None:
+                self._storage = CinderBlockStorage(
+                    self.zone,
+                    broker_id=self.context.broker_id,
+                    options=self.options,
+                    keys=MetadataKeys(
+                        volume_uuid=self._key("volume-uuid"),
+                        server_uuid=self._key("instance-uuid"),
+                        broker=self._key("broker-id"),
+                        project=self._key("project"),
+                    ),
+                    conn=lambda: self.conn,
+                    find_server=self._find,
+                    # Looked up on every call: tests replace sleep and clock on the driver.
+                    sleep=lambda seconds: self.sleep(seconds),  # noqa: PLW0108
+                    clock=lambda: self.clock(),  # noqa: PLW0108
+                )
+            return self._storage
 
     def close(self) -> None:
         if self._conn is not None:

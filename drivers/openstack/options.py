@@ -35,6 +35,15 @@ class OpenStackOptions(DriverOptions):
     """Keep a broker server group's rule here with a remote server group of the same
     policy. False: the zone counts as one host for every group (the remote cloud refuses
     server groups, or has no quota for them)."""
+    volumes: bool = True
+    """Hold the broker's volumes in the remote cloud's block storage (Cinder v3). False:
+    the zone holds no volumes."""
+    volume_type: str | None = Field(default=None, min_length=1, max_length=255)
+    """The remote volume type (name or id) of a volume whose broker volume type names no
+    backend for this zone; None: the remote cloud's default type."""
+    volume_quota_gb: int | None = Field(default=None, ge=1)
+    """GB of volumes the broker may keep in the remote cloud: the capacity of the zone's
+    one pool. None: no bound (the remote cloud's own quota still answers 413)."""
     wait_timeout: float = Field(default=600.0, ge=0)
     poll_interval: float = Field(default=1.0, gt=0)
     api_timeout: float = Field(default=30.0, gt=0)

@@ -1,9 +1,11 @@
-"""Nova server status -> the broker's PowerState, as data."""
+"""Nova server status -> the broker's PowerState, and Cinder volume status -> its
+VolumeState, as data."""
 
 from __future__ import annotations
 
 from types import MappingProxyType
 
+from federator.blockstorage import VolumeState
 from federator.driver import PowerState
 
 NOVA_STATES = MappingProxyType(
@@ -34,3 +36,51 @@ NOVA_STATES = MappingProxyType(
 
 def power_state(status: str | None) -> PowerState:
     return NOVA_STATES.get((status or "").upper(), PowerState.ERROR)
+
+
+# Cinder volume status -> the broker's VolumeState, as data. The statuses of a volume in
+# the middle of an operation (attaching, detaching, extending, ...) are in BUSY instead:
+# such a volume keeps the state its attachments give it, in-use while the remote cloud
+# lists one, available otherwise (an attach Cinder has not finished lists none yet, a
+# detach not finished still lists its attachment). A status in neither is ERROR.
+CINDER_STATES = MappingProxyType(
+    {
+        "creating": VolumeState.CREATING,
+        "available": VolumeState.AVAILABLE,
+        "in-use": VolumeState.IN_USE,
+        "deleting": VolumeState.DELETED,
+        "deleted": VolumeState.DELETED,
+        "error": VolumeState.ERROR,
+        "error_deleting": VolumeState.ERROR,
+        "error_restoring": VolumeState.ERROR,
+        "error_extending": VolumeState.ERROR,
+        "error_managing": VolumeState.ERROR,
+        "error_backing-up": VolumeState.ERROR,
+    }
+)
+BUSY = frozenset(
+    {
+        "attaching",
+        "detaching",
+        "reserved",
+        "extending",
+        "retyping",
+        "maintenance",
+        "backing-up",
+        "restoring-backup",
+        "downloading",
+        "uploading",
+        "awaiting-transfer",
+    }
+)
+# A volume that is going or gone: lookups and listings leave it out.
+GONE = frozenset({"deleting", "deleted"})
+
+
+def volume_state(status: str | None, attached: bool) -> VolumeState:
+    """The broker's state for Cinder status ``status``; ``attached``: the remote cloud
+    lists an attachment of the volume."""
+    key = (status or "").lower()
+    if key in BUSY:
+        return VolumeState.IN_USE if attached else VolumeState.AVAILABLE
+    return CINDER_STATES.get(key, VolumeState.ERROR)

@@ -176,25 +176,34 @@ async def requested_version(request: Request) -> Version:
     :raises BadRequest: the header is not a version.
     :raises NotAcceptable: the version is outside the range the broker serves (406).
     """
-    asked = _asked(request)
-    if asked is None:
-        version = MIN
-    elif asked.lower() == "latest":
-        version = MAX
-    else:
-        try:
-            version = Version.parse(asked)
-        except ValueError as exc:
-            raise BadRequest(
-                f"invalid compute API version {asked!r}: expected X.Y or 'latest'",
-                problems=[{"field": "OpenStack-API-Version", "message": str(exc)}],
-            ) from exc
-        if not MIN <= version <= MAX:
-            raise NotAcceptable(
-                reason=f"Version {version} is not supported by the API. "
-                f"Minimum is {MIN} and maximum is {MAX}."
-            )
+    version = negotiate(_asked(request), MIN, MAX, "compute")
     request.state.microversion = str(version)
+    return version
+
+
+def negotiate(asked: str | None, minimum: Version, maximum: Version, service: str) -> Version:
+    """The version a request asking for ``asked`` (None: no header) is served at, within
+    ``[minimum, maximum]``; shared by the compute and block-storage APIs.
+
+    :raises BadRequest: ``asked`` is not a version.
+    :raises NotAcceptable: outside the range served (406).
+    """
+    if asked is None:
+        return minimum
+    if asked.lower() == "latest":
+        return maximum
+    try:
+        version = Version.parse(asked)
+    except ValueError as exc:
+        raise BadRequest(
+            f"invalid {service} API version {asked!r}: expected {minimum.major}.Y or 'latest'",
+            problems=[{"field": "OpenStack-API-Version", "message": str(exc)}],
+        ) from exc
+    if not minimum <= version <= maximum:
+        raise NotAcceptable(
+            reason=f"Version {version} is not supported by the API. "
+            f"Minimum is {minimum} and maximum is {maximum}."
+        )
     return version
 
 

@@ -12,8 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from federator.api.microversion import HEADER, Version
-from federator.exception import BadRequest, NotAcceptable
+from federator.api.microversion import HEADER, Version, negotiate
 
 __all__ = ["MAX", "MIN", "VERSIONS", "VolumeVersionDep", "requested_volume_version"]
 
@@ -59,24 +58,7 @@ async def requested_volume_version(request: Request) -> Version:
     :raises BadRequest: the header is not a version.
     :raises NotAcceptable: outside the range served (406).
     """
-    asked = _asked(request)
-    if asked is None:
-        version = MIN
-    elif asked.lower() == "latest":
-        version = MAX
-    else:
-        try:
-            version = Version.parse(asked)
-        except ValueError as exc:
-            raise BadRequest(
-                f"invalid volume API version {asked!r}: expected 3.X or 'latest'",
-                problems=[{"field": "OpenStack-API-Version", "message": str(exc)}],
-            ) from exc
-        if not MIN <= version <= MAX:
-            raise NotAcceptable(
-                reason=f"Version {version} is not supported by the API. "
-                f"Minimum is {MIN} and maximum is {MAX}."
-            )
+    version = negotiate(_asked(request), MIN, MAX, "volume")
     request.state.volume_microversion = str(version)
     return version
 

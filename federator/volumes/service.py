@@ -303,9 +303,13 @@ class VolumeService:
                 "while available (or in-use, when it is multiattach)"
             )
         self._check_same_az(server.shown_az, server.availability_zone, server.host, volume)
-        device = self._device(server_uuid, req.device)
         attachment_id = str(uuidlib.uuid4())
         with self.ctx.api.write() as s:
+            # The device is picked in the transaction that records it, one attach of the
+            # server at a time, so two concurrent attaches never get the same name.
+            if not self.ctx.api.is_sqlite:
+                s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _attach_key(server_uuid)})
+            device = self._device(s, server_uuid, req.device)
             moved = s.execute(
                 update(Volume)
                 .where(
@@ -354,15 +358,12 @@ class VolumeService:
                 f"server is on host {server_host}; zone {v.zone} cannot attach across hosts"
             )
 
-    def _device(self, server_uuid: str, asked: str | None) -> str:
-        with self.ctx.api.read() as s:
-            taken = set(
-                s.scalars(
-                    select(VolumeAttachment.device).where(
-                        VolumeAttachment.server_uuid == server_uuid
-                    )
-                )
+    def _device(self, s: Session, server_uuid: str, asked: str | None) -> str:
+        taken = set(
+            s.scalars(
+                select(VolumeAttachment.device).where(VolumeAttachment.server_uuid == server_uuid)
             )
+        )
         taken.add(_ROOT_DEVICE)
         if asked is not None:
             if not _DEVICE.match(asked):
@@ -512,3 +513,7 @@ class VolumeQuotaExceeded(Conflict):
 
 def _lock_key(project_id: str) -> int:
     return zlib.crc32(f"volumes:{project_id}".encode()) & 0x7FFFFFFF
+
+
+def _attach_key(server_uuid: str) -> int:
+    return zlib.crc32(f"volume-attach:{server_uuid}".encode()) & 0x7FFFFFFF

@@ -132,7 +132,13 @@ def _openstack_broker(tmp: Path) -> Driver:
     (tmp / "child").mkdir()
     child = make_settings(
         tmp / "child",
-        zones=[sim_zone("local", "local", hosts=2, host_ram_mb=16384, host_vcpus=16)],
+        # Shared pools, as a Cinder on network storage: the child, not the parent, picks
+        # the hosts of a server and of a volume.
+        zones=[
+            sim_zone(
+                "local", "local", hosts=2, host_ram_mb=16384, host_vcpus=16, volume_shared=True
+            )
+        ],
         policy={"version": "child-1", "zones": {}},
         flavors=[
             *(f.model_dump() for f in _default_flavors()),

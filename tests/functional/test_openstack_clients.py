@@ -75,7 +75,10 @@ def test_openstack_cli_runs_the_server_lifecycle(live: LiveBroker, tmp_path: Pat
 
     zones = os_json(env, "availability", "zone", "list", "--long")
     assert {z["Zone Name"] for z in zones} == {"local", "aws-standin", "sim-cloud-b"}
-    local_hosts = {z["Host Name"] for z in zones if z["Zone Name"] == "local"}
+    # The command lists the compute zones (a row per host) and the volume zones (no host).
+    hostless = sorted(z["Zone Name"] for z in zones if not z["Host Name"])
+    assert hostless == ["aws-standin", "local", "sim-cloud-b"]
+    local_hosts = {z["Host Name"] for z in zones if z["Zone Name"] == "local" and z["Host Name"]}
     assert local_hosts == {f"local-host-00{n}" for n in range(1, 5)}
 
     # --image by name (through the image service), --wait until ACTIVE.

@@ -397,6 +397,27 @@ def test_attachments_name_the_broker_server_and_repeat_as_they_are(
     assert ec2.broker_volumes() == []
 
 
+def test_a_detach_ec2_has_not_finished_is_transient_until_it_has(
+    ec2: Ec2, make: Callable[..., AwsDriver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # moto detaches at once; a real EC2 lists the attachment ("detaching") for a while.
+    # Holding back moto's DetachVolume stands in for that delay.
+    driver = make(wait_timeout=0)
+    storage = driver.block_storage()
+    vm = server(driver)
+    made = storage.create_volume(vspec())
+    storage.attach_volume(made.uuid, vm, None)
+    real = storage._client.detach_volume
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr(storage._client, "detach_volume", lambda **kw: sent.append(kw))
+    with pytest.raises(TransientError, match="still attached"):
+        storage.detach_volume(made.uuid, vm)
+    assert len(sent) == 1 and storage.get_volume(made.uuid).state == VolumeState.IN_USE
+    monkeypatch.setattr(storage._client, "detach_volume", real)
+    storage.detach_volume(made.uuid, vm)  # the retry: now EC2 has let go
+    assert storage.get_volume(made.uuid).attachments == ()
+
+
 def test_attach_to_a_terminated_server_is_instance_not_found(
     ec2: Ec2, make: Callable[..., AwsDriver]
 ) -> None:
