@@ -208,3 +208,27 @@ def test_round_trip_in_a_remote_openstack_zone(
         assert attached == remote
 
     round_trip(parent, tmp_path, "remote", check)
+
+
+def test_cross_az_attach_is_refused_in_a_remote_openstack_zone(
+    parent_and_child: tuple[LiveBroker, LiveBroker], tmp_path: Path
+) -> None:
+    parent, child = parent_and_child
+    env = openstack_env(parent, tmp_path)
+    remote = os_json(env, "volume", "create", "--size", "1", "--availability-zone", "remote", "r")
+    local = os_json(env, "volume", "create", "--size", "1", "l")
+    parent.wait_settled()
+    assert os_json(env, "volume", "show", "r")["availability_zone"] == "remote"
+    assert os_json(env, "volume", "show", "l")["availability_zone"] == "local"
+    for name, zone in (("here", "local"), ("there", "remote")):
+        os_ok(env, "server", "create", "--flavor", "m1.small", "--image", "cirros",
+              "--availability-zone", zone, "--wait", name)  # fmt: skip
+    for server, volume in (("here", "r"), ("there", "l")):
+        refused = run_openstack(env, "server", "add", "volume", server, volume)
+        assert refused.returncode != 0
+        assert "'local'" in refused.stderr and "'remote'" in refused.stderr, refused.stderr
+    parent.wait_settled()
+    for vid in (remote["id"], local["id"]):
+        assert os_json(env, "volume", "show", vid)["attachments"] == []
+    listed = child.client.get(f"{child.url}/volume/v3/admin/volumes/detail").json()["volumes"]
+    assert [(v["status"], v["attachments"]) for v in listed] == [("available", [])]
