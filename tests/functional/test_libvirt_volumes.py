@@ -261,3 +261,71 @@ def test_a_volume_lives_attaches_and_goes_in_its_hosts_pool(libvirt_broker: Live
     with live.broker.dbs.api.read() as s:
         used = dict(s.execute(select(StoragePool.name, StoragePool.used_gb)).all())
     assert used == {f"{h}/{POOL}": 0 for h in servers}
+
+
+@pytest.fixture
+def libvirt_and_cloud(
+    tmp_path: Path, live_broker_factory: Callable[[Settings], LiveBroker]
+) -> Iterator[LiveBroker]:
+    """The libvirt zone beside a virtual sim zone ``cloud`` that requests may name."""
+    require_libvirt()
+    zone = libvirt_zone(
+        ZONE, tmp_path / "hosts", sizes=(HostSize(4, 16),), disk_gb=1000, volume_pool_gb=POOL_GB
+    )
+    cloud = {
+        "name": "cloud",
+        "driver": "sim",
+        "kind": "virtual",
+        "options": {"expose_hosts": False},
+    }
+    settings = make_settings(
+        tmp_path,
+        zones=[zone, cloud],
+        policy={"version": "libvirt.az", "allow_explicit_virtual_az": True, "zones": {}},
+        broker_id=BROKER_ID,
+        workers={"count": 4, "poll_interval": 0.05},
+    )
+    yield live_broker_factory(settings)
+
+
+def test_attaching_across_availability_zones_is_refused_naming_both(
+    libvirt_and_cloud: LiveBroker,
+) -> None:
+    live = libvirt_and_cloud
+    made: dict[str, dict[str, str]] = {}
+    for az in (ZONE, "cloud"):
+        r = live.client.post(
+            _volumes_url(live), json={"volume": {"size": 1, "availability_zone": az}}
+        )
+        assert r.status_code == 202, r.text
+        body = {
+            "server": {
+                "name": f"vm-{az}",
+                "flavorRef": "m1.small",
+                "imageRef": "cirros",
+                "availability_zone": az,
+            }
+        }
+        s = live.client.post(f"{live.compute}/servers", json=body)
+        assert s.status_code == 202, s.text
+        made[az] = {"volume": r.json()["volume"]["id"], "server": s.json()["server"]["id"]}
+    live.wait_settled()
+    for az, ids in made.items():
+        live.wait_status(ids["server"], "ACTIVE")
+        assert _show(live, ids["volume"])["availability_zone"] == az
+    for server_az, volume_az in ((ZONE, "cloud"), ("cloud", ZONE)):
+        server, volume = made[server_az]["server"], made[volume_az]["volume"]
+        r = live.client.post(
+            f"{live.compute}/servers/{server}/os-volume_attachments",
+            json={"volumeAttachment": {"volumeId": volume}},
+        )
+        assert r.status_code == 400, r.text
+        assert f"server in '{server_az}'" in r.text and f"in '{volume_az}'" in r.text
+    live.wait_settled()
+    for ids in made.values():
+        assert _show(live, ids["volume"])["status"] == "available"
+    host = _record(live, made[ZONE]["volume"]).host
+    assert host is not None
+    assert not [d for d in _disks(live, host, made[ZONE]["server"]) if d["type"] == "volume"]
+    [seen] = [v for b in _storage(live).list_volumes() for v in b]
+    assert seen.attachments == ()
