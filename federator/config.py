@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import socket
 import tomllib
+import uuid
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -151,8 +152,6 @@ class VolumeTypeConfig(_Strict):
     multiattach: bool = False
 
     def type_id(self) -> str:
-        import uuid
-
         return self.id or str(uuid.uuid5(uuid.UUID(_VOLUME_TYPE_NAMESPACE), self.name))
 
 

@@ -37,7 +37,15 @@ def policy(**top: Any) -> dict[str, Any]:
     }
 
 
-def settings(tmp_path: Path, doc: dict[str, Any] | None = None, **top: Any) -> Settings:
+def settings(
+    tmp_path: Path,
+    doc: dict[str, Any] | None = None,
+    volumes_types: list[dict[str, Any]] | None = None,
+    **top: Any,
+) -> Settings:
+    volumes: dict[str, Any] = {"max_size_gb": 200}
+    if volumes_types is not None:
+        volumes["types"] = volumes_types
     return make_settings(
         tmp_path,
         zones=[
@@ -46,7 +54,7 @@ def settings(tmp_path: Path, doc: dict[str, Any] | None = None, **top: Any) -> S
         ],
         policy=doc or policy(),
         tenants=[A, B],
-        volumes={"max_size_gb": 200},
+        volumes=volumes,
         monitor={"vanish_grace_seconds": 0},
         **top,
     )
@@ -412,3 +420,33 @@ def test_a_tagged_untracked_volume_is_an_orphan(
     assert remaining == [kept["id"]]
     events = [e for e in list_events(live.broker.dbs.api) if e.kind == "orphan"]
     assert any(orphan in (e.detail or "") or orphan == e.instance_uuid for e in events)
+
+
+# --- volume types -----------------------------------------------------------------------------
+
+
+def test_a_type_offered_in_one_zone_places_there_and_is_refused_elsewhere(
+    tmp_path: Path, live_broker_factory: Factory
+) -> None:
+    types = [
+        {"name": "__DEFAULT__"},
+        {"name": "burst", "description": "cloud only", "backends": {"cloud": "ssd"}},
+    ]
+    live = live_broker_factory(settings(tmp_path, None, volumes_types=types))
+    listed_types = live.client.get(f"{cinder(live)}/types").json()["volume_types"]
+    by_name = {t["name"]: t for t in listed_types}
+    assert set(by_name) == {"__DEFAULT__", "burst"}
+    assert by_name["burst"]["description"] == "cloud only"
+    shown = live.client.get(f"{cinder(live)}/types/{by_name['burst']['id']}")
+    assert shown.status_code == 200 and shown.json()["volume_type"]["name"] == "burst"
+
+    vol = settled(live, volume_type="burst")  # no zone asked: the type decides
+    assert (vol["volume_type"], vol["availability_zone"]) == ("burst", "cloud")
+    by_id = settled(live, volume_type=by_name["burst"]["id"])
+    assert by_id["volume_type"] == "burst"
+    r = live.client.post(
+        f"{cinder(live)}/volumes",
+        json={"volume": {"size": 1, "volume_type": "burst", "availability_zone": "local"}},
+    )
+    assert r.status_code == 400 and "volume.volume_type" in r.text and "'local'" in r.text
+    assert len(listed(live)) == 2
