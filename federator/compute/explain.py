@@ -83,15 +83,7 @@ def explain(ctx: ComputeContext, req: ExplainRequest) -> dict[str, Any]:
             "kind": ctx.settings.zone(name).kind,
             "candidate": cand is not None,
             "rank": ranking.candidates.index(cand) + 1 if cand else None,
-            "verdicts": [
-                {
-                    "check": v.check,
-                    "accepted": v.accepted,
-                    "detail": v.detail,
-                    "figures": dict(v.figures),
-                }
-                for v in verdicts
-            ],
+            "verdicts": [v.as_dict(with_zone=False) for v in verdicts],
             "thresholds": threshold_figures(loaded.policy, loads[name]) if name in loads else {},
         }
         if cand is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from federator import errors
 from federator.policy.gauges import Gauge, gauges, percent
@@ -122,6 +122,14 @@ class Verdict:
     check: str
     detail: str
     figures: Figures = field(default_factory=dict)
+
+    def as_dict(self, *, with_zone: bool = True) -> dict[str, Any]:
+        """The verdict as placement records and explain show it."""
+        shown: dict[str, Any] = {"zone": self.zone} if with_zone else {}
+        shown.update(
+            accepted=self.accepted, check=self.check, detail=self.detail, figures=dict(self.figures)
+        )
+        return shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -553,7 +561,7 @@ def _lowest(a: int | None, b: int | None) -> int | None:
 
 def _finish(policy: Policy, names: tuple[str, ...], outcomes: Sequence[_Outcome]) -> Ranking:
     candidates = [o.candidate for o in outcomes if o.candidate is not None]
-    fault = None if candidates else _fault([o.verdict for o in outcomes])
+    fault = None if candidates else fault_of([o.verdict for o in outcomes])
     return Ranking(
         policy_version=policy.version,
         candidates=tuple(candidates),
@@ -565,7 +573,7 @@ def _finish(policy: Policy, names: tuple[str, ...], outcomes: Sequence[_Outcome]
     )
 
 
-def _fault(verdicts: Sequence[Verdict]) -> str:
+def fault_of(verdicts: Sequence[Verdict]) -> str:
     """Why nothing is left: rules excluded every zone, every zone was at quota, or else."""
     considered = [
         v for v in verdicts if not v.check.startswith("rule:") and v.check != "overflow.not_target"

@@ -78,15 +78,7 @@ def explain_volume(ctx: ComputeContext, req: VolumeExplainRequest) -> dict[str, 
             "kind": ctx.settings.zone(name).kind,
             "candidate": cand is not None,
             "rank": ranking.candidates.index(cand) + 1 if cand else None,
-            "verdicts": [
-                {
-                    "check": v.check,
-                    "accepted": v.accepted,
-                    "detail": v.detail,
-                    "figures": dict(v.figures),
-                }
-                for v in verdicts
-            ],
+            "verdicts": [v.as_dict(with_zone=False) for v in verdicts],
             "storage": None
             if load is None
             else {

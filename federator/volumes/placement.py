@@ -10,11 +10,11 @@ a rule whose match names flavors or images is about servers and leaves volumes a
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from federator import errors
-from federator.policy.evaluate import Verdict, Weighing, exclusions, zone_weighing
+from federator.policy.evaluate import Verdict, Weighing, exclusions, fault_of, zone_weighing
 from federator.policy.gauges import Gauge
 from federator.policy.loader import PolicyContext
 from federator.policy.model import DenyRule, Policy, Rule
@@ -136,7 +136,7 @@ def rank_volume(
         matched_rules=names,
         start_bursting=tuple(o.verdict.zone for o in outcomes if o.start_bursting),
         stop_bursting=tuple(o.verdict.zone for o in outcomes if o.stop_bursting),
-        fault=None if candidates else _fault([o.verdict for o in outcomes]),
+        fault=None if candidates else fault_of([o.verdict for o in outcomes]),
     )
 
 
@@ -329,14 +329,3 @@ def _virtual(scope: _Scope, load: StorageLoad, *, explicit: bool) -> _Outcome:
     )
     check = "explicit_az" if explicit else "quota"
     return _Outcome(Verdict(zone, True, check, reason, figures), candidate)
-
-
-def _fault(verdicts: Sequence[Verdict]) -> str:
-    considered = [
-        v for v in verdicts if not v.check.startswith("rule:") and v.check != "overflow.not_target"
-    ]
-    if not considered:
-        return errors.POLICY_DENIED
-    if all(v.check.startswith("quota.") for v in considered):
-        return errors.QUOTA_EXCEEDED
-    return errors.NO_VALID_HOST

@@ -529,14 +529,5 @@ def _placement(
             for name, ld in loads.items()
             if ld.has_storage
         },
-        "verdicts": [
-            {
-                "zone": v.zone,
-                "accepted": v.accepted,
-                "check": v.check,
-                "detail": v.detail,
-                "figures": dict(v.figures),
-            }
-            for v in ranking.verdicts
-        ],
+        "verdicts": [v.as_dict() for v in ranking.verdicts],
     }
