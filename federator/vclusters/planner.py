@@ -1,0 +1,613 @@
+"""The gang planner: one decision placing every member of a virtual cluster, or none.
+
+Pure: it reads a snapshot of where capacity is (:class:`ZoneOption`: a zone the policy
+allows, in the policy's order, with its free hosts or its quota, and its storage pools)
+and returns a :class:`Plan` assigning every member a zone and a host or pool, or the
+grouping or resource that made it impossible. Claiming what the plan uses is the caller's.
+
+How it searches:
+
+1. **Units.** Hard affinity merges members into units placed together: servers of a
+   host-scope ``affinity`` grouping share one host; a volume affine to a server goes with
+   it (into its host's pool when the zone's storage is host-local, else a pool of the same
+   zone); volumes affine only to each other share a pool.
+2. **Order.** Units with the most hard anti-affinity partners go first, then the largest:
+   the most constrained choices are made while there is most room.
+3. **Depth-first search with backtracking.** For a unit, candidate places come in order
+   of preference: zones in the policy's order (local zones first); within a zone, hosts
+   with the most free RAM first (spread), and pools with the most free space. A
+   candidate must fit the unit in what is left and keep every hard grouping with the
+   members placed so far; candidates that also keep the soft groupings are tried first.
+   The first complete assignment is the plan; a dead end backs up to the previous unit's
+   next candidate.
+
+The search is exhaustive: a plan that exists is found, unless the search tries more than
+``budget`` candidates first (:data:`NODE_BUDGET`), which the answer then says. Hosts (and
+pools) are sorted once per decision; the few the search books into are re-sorted as it
+goes, so offering the best candidate costs a few vectorised passes over the zone.
+
+How a rule compares members: servers by :func:`federator.groups.rules.key_of` (a host, or
+the zone where it counts as one host, or nothing where the remote cloud keeps
+anti-affinity itself); volumes by their pool (``pool:<zone>/<pool>``) in host scope; every
+member by its availability zone in zone scope.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from federator.groups.rules import Rule, Spot, ZoneMode, key_of
+
+__all__ = [
+    "NODE_BUDGET",
+    "Assignment",
+    "Grouping",
+    "HostSlot",
+    "Member",
+    "Plan",
+    "PoolSlot",
+    "ZoneOption",
+    "plan",
+]
+
+NODE_BUDGET = 100_000
+"""Candidates the search may try before it gives up (and says so)."""
+
+SERVER = "server"
+VOLUME = "volume"
+NO_VALID_HOST = "no_valid_host"
+GROUP_POLICY = "group_policy"
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One instance of the cluster: a server (``vcpus``, ``ram_mb``, ``disk_gb``) or a
+    volume (``size_gb``)."""
+
+    name: str
+    kind: str
+    vcpus: int = 0
+    ram_mb: int = 0
+    disk_gb: int = 0
+    size_gb: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Grouping:
+    name: str
+    members: tuple[str, ...]
+    rule: Rule
+
+
+@dataclass(frozen=True, slots=True)
+class HostSlot:
+    name: str
+    az: str
+    free_vcpus: int
+    free_ram_mb: int
+    free_disk_gb: int
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSlot:
+    """A storage pool; ``host`` None for a pool of the whole zone, ``free_gb`` None when
+    unbounded."""
+
+    name: str
+    host: str | None
+    az: str
+    free_gb: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneOption:
+    """A zone the policy lets the cluster use, with what is left in it.
+
+    ``hosts`` are listed for a ``hosts`` zone (the broker schedules them); any other zone
+    is judged as a whole against its ``*_left`` ceilings (None: no ceiling).
+    ``shared_storage`` False means host-local pools: a volume attaches only to servers on
+    its pool's host.
+    """
+
+    name: str
+    mode: ZoneMode
+    az: str
+    hosts: Sequence[HostSlot] = ()
+    pools: Sequence[PoolSlot] = ()
+    shared_storage: bool = True
+    instances_left: int | None = None
+    vcpus_left: int | None = None
+    ram_mb_left: int | None = None
+    volumes_left: int | None = None
+    gb_left: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """Where one member goes: ``host`` for a server on a scheduled host, ``pool`` (and its
+    host, for a host pool) for a volume."""
+
+    member: str
+    zone: str
+    host: str | None = None
+    pool: str | None = None
+    az: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Every member's place (in the order members were given), or, with ``assignments``
+    empty, why there is none: ``fault`` is ``no_valid_host`` or ``group_policy``,
+    ``blocked_by`` the grouping or resource most often in the way."""
+
+    assignments: tuple[Assignment, ...] = ()
+    fault: str | None = None
+    blocked_by: str | None = None
+    message: str | None = None
+    tried: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.fault is None
+
+
+# --- the zones, as arrays the search books into -------------------------------------------
+
+
+_UNBOUNDED = np.iinfo(np.int64).max // 4
+_LEFT = ("instances_left", "vcpus_left", "ram_mb_left", "volumes_left", "gb_left")
+
+
+class _Zone:
+    def __init__(self, z: ZoneOption) -> None:
+        self.name, self.mode, self.az, self.shared = z.name, z.mode, z.az, z.shared_storage
+        self.host_names = [h.name for h in z.hosts]
+        self.host_azs = [h.az for h in z.hosts]
+        self.vcpus = np.array([h.free_vcpus for h in z.hosts], dtype=np.int64)
+        self.ram = np.array([h.free_ram_mb for h in z.hosts], dtype=np.int64)
+        self.disk = np.array([h.free_disk_gb for h in z.hosts], dtype=np.int64)
+        self.pool_names = [p.name for p in z.pools]
+        self.pool_hosts = [p.host for p in z.pools]
+        self.pool_azs = [p.az for p in z.pools]
+        self.pool_free = np.array(
+            [_UNBOUNDED if p.free_gb is None else p.free_gb for p in z.pools], dtype=np.int64
+        )
+        self.index = {n: i for i, n in enumerate(self.host_names)}
+        self.by_ram = _Ranked(self.ram)
+        self.pools_of_host: dict[str, list[int]] = {}
+        for i, p in enumerate(z.pools):
+            if p.host is not None:
+                self.pools_of_host.setdefault(p.host, []).append(i)
+        self.by_free = _Ranked(self.pool_free)
+        self.left = {a: getattr(z, a) for a in _LEFT}
+
+
+# --- units ------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Unit:
+    servers: list[Member]
+    volumes: list[Member]
+    partners: int = 0
+    soft: bool = False
+    vcpus: int = 0
+    ram: int = 0
+    disk: int = 0
+    gb: int = 0
+
+    def finish(self) -> None:
+        self.vcpus = sum(m.vcpus for m in self.servers)
+        self.ram = sum(m.ram_mb for m in self.servers)
+        self.disk = sum(m.disk_gb for m in self.servers)
+        self.gb = sum(m.size_gb for m in self.volumes)
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in (*self.servers, *self.volumes)]
+
+
+def _units(members: Sequence[Member], groupings: Sequence[Grouping]) -> list[_Unit]:
+    kinds = {m.name: m.kind for m in members}
+    parent = {m.name: m.name for m in members}
+
+    def find(n: str) -> str:
+        while parent[n] != n:
+            parent[n] = parent[parent[n]]
+            n = parent[n]
+        return n
+
+    def join(a: str, b: str) -> None:
+        parent[find(a)] = find(b)
+
+    for g in groupings:
+        if g.rule.policy != "affinity":
+            continue
+        servers = [n for n in g.members if kinds[n] == SERVER]
+        if g.rule.scope == "host" or not servers:
+            for a, b in zip(g.members, g.members[1:], strict=False):
+                join(a, b)
+        else:  # zone scope: each volume still goes with a server it attaches to
+            for v in (n for n in g.members if kinds[n] == VOLUME):
+                join(v, servers[0])
+    found: dict[str, _Unit] = {}
+    for m in members:
+        unit = found.setdefault(find(m.name), _Unit([], []))
+        (unit.servers if m.kind == SERVER else unit.volumes).append(m)
+    for u in found.values():
+        u.finish()
+    return list(found.values())
+
+
+# --- rules ------------------------------------------------------------------------------------
+
+
+class _Rules:
+    """Each grouping's members counted by the key its rule compares them by, kept up to
+    date as the search places and removes members."""
+
+    def __init__(self, groupings: Sequence[Grouping], kinds: Mapping[str, str]) -> None:
+        self.by_name = {g.name: g for g in groupings}
+        self.of: dict[str, list[Grouping]] = {n: [] for n in kinds}
+        for g in groupings:
+            for n in g.members:
+                self.of[n].append(g)
+        self.kinds = kinds
+        self.held: dict[str, Counter[str]] = {g.name: Counter() for g in groupings}
+        self.zones: dict[str, Counter[str]] = {g.name: Counter() for g in groupings}
+
+    def key(self, g: Grouping, a: Assignment, mode: ZoneMode) -> str | None:
+        if g.rule.scope == "zone":
+            return f"az:{a.az}"
+        if self.kinds[a.member] == VOLUME:
+            return f"pool:{a.zone}/{a.pool}"
+        return key_of(g.rule, Spot(a.zone, a.host, a.az), mode)
+
+    def broken(
+        self, assignments: Sequence[Assignment], mode: ZoneMode, *, hard: bool
+    ) -> str | None:
+        """The first grouping (hard ones, or with ``hard`` False the soft ones) that the
+        candidate breaks with the members placed so far; None when it keeps them all."""
+        adding: dict[str, Counter[str]] = {}
+        zones: dict[str, set[str]] = {}
+        for a in assignments:
+            for g in self.of[a.member]:
+                if g.rule.hard != hard:
+                    continue
+                k = self.key(g, a, mode)
+                if k is not None:
+                    adding.setdefault(g.name, Counter())[self._kind_key(g, a, k)] += 1
+                zones.setdefault(g.name, set()).add(a.zone)
+        for name, counts in adding.items():
+            g = self.by_name[name]
+            held = self.held[name]
+            if g.rule.affinity:
+                for kind in (SERVER, VOLUME):
+                    keys = {
+                        k for k in (*held, *counts) if k.startswith(kind) and held[k] + counts[k]
+                    }
+                    if len(keys) > 1:
+                        return name
+                if len({z for z, n in self.zones[name].items() if n} | zones[name]) > 1:
+                    return name
+            else:
+                for k, n in counts.items():
+                    if held[k] + n > g.rule.max_per_host:
+                        return name
+        return None
+
+    def _kind_key(self, g: Grouping, a: Assignment, key: str) -> str:
+        # Affinity compares servers with servers and volumes with volumes (a volume goes
+        # with its server by being in its zone and, for host-local storage, its host's
+        # pool); anti-affinity compares every member by its key.
+        if g.rule.affinity:
+            return f"{self.kinds[a.member]}|{key}"
+        return key
+
+    def book(self, assignments: Sequence[Assignment], mode: ZoneMode, sign: int) -> None:
+        for a in assignments:
+            for g in self.of[a.member]:
+                k = self.key(g, a, mode)
+                if k is not None:
+                    self.held[g.name][self._kind_key(g, a, k)] += sign
+                self.zones[g.name][a.zone] += sign
+
+
+# --- the search -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Search:
+    units: list[_Unit]
+    zones: list[_Zone]
+    rules: _Rules
+    budget: int
+    placed: dict[str, Assignment] = field(default_factory=dict)
+    tried: int = 0
+    blocked: Counter[str] = field(default_factory=Counter)
+
+    def run(self, i: int = 0) -> bool:
+        if i == len(self.units):
+            return True
+        unit = self.units[i]
+        passes = (True, False) if unit.soft else (None,)
+        failed: set[tuple[object, ...]] = set()
+        for keep_soft in passes:
+            for zone, assignments, book in self._candidates(unit):
+                # Symmetry: a place just like one that already led to a dead end (same
+                # zone, same room left, holding nothing of the unit's groupings) would
+                # lead to the same dead end.
+                sig = self._signature(zone, assignments)
+                if sig in failed:
+                    continue
+                if keep_soft is not None:
+                    keeps = self.rules.broken(assignments, zone.mode, hard=False) is None
+                    if keeps != keep_soft:
+                        continue
+                self.tried += 1
+                if self.tried > self.budget:
+                    return False
+                book(+1)
+                self.rules.book(assignments, zone.mode, +1)
+                for a in assignments:
+                    self.placed[a.member] = a
+                if self.run(i + 1):
+                    return True
+                for a in assignments:
+                    del self.placed[a.member]
+                self.rules.book(assignments, zone.mode, -1)
+                book(-1)
+                if self.tried > self.budget:
+                    return False
+                if sig is not None:
+                    failed.add(sig)
+        return False
+
+    def _signature(self, zone: _Zone, assignments: list[Assignment]) -> tuple[object, ...] | None:
+        """What makes a candidate different from another for the rest of the search; None
+        when the candidate touches a place holding members of its groupings (never
+        interchangeable)."""
+        parts: list[object] = [zone.name]
+        for a in assignments:
+            for g in self.rules.of[a.member]:
+                k = self.rules.key(g, a, zone.mode)
+                if k is not None and self.rules.held[g.name][self.rules._kind_key(g, a, k)]:
+                    return None
+        host = assignments[0].host if assignments else None
+        if host is not None and zone.host_names:
+            i = zone.index[host]
+            parts += [int(zone.vcpus[i]), int(zone.ram[i]), int(zone.disk[i]), zone.host_azs[i]]
+            parts += sorted(int(zone.pool_free[p]) for p in zone.pools_of_host.get(host, []))
+        else:
+            parts.append(host)
+        parts += [(a.pool, a.az) if a.pool is not None and a.host is None else a.az
+                  for a in assignments]  # fmt: skip
+        return tuple(parts)
+
+    def _candidates(
+        self, unit: _Unit
+    ) -> Iterator[tuple[_Zone, list[Assignment], Callable[[int], None]]]:
+        for zone in self.zones:
+            if not self._zone_room(zone, unit):
+                continue
+            if zone.mode is ZoneMode.HOSTS and unit.servers:
+                fits = (
+                    (zone.vcpus >= unit.vcpus) & (zone.ram >= unit.ram) & (zone.disk >= unit.disk)
+                )
+                if not fits.any():
+                    self.blocked[f"host capacity in zone {zone.name}"] += 1
+                    continue
+                for h in zone.by_ram.best_first(fits):
+                    yield from self._with_pools(unit, zone, h)
+            else:
+                yield from self._with_pools(unit, zone, None)
+
+    def _zone_room(self, zone: _Zone, unit: _Unit) -> bool:
+        wanted = (len(unit.servers), unit.vcpus, unit.ram, len(unit.volumes), unit.gb)
+        for attr, amount in zip(_LEFT, wanted, strict=True):
+            left = zone.left[attr]
+            if amount and left is not None and left < amount:
+                self.blocked[f"{attr.removesuffix('_left')} quota of zone {zone.name}"] += 1
+                return False
+        return True
+
+    def _with_pools(
+        self, unit: _Unit, zone: _Zone, host: int | None
+    ) -> Iterator[tuple[_Zone, list[Assignment], Callable[[int], None]]]:
+        host_name = None if host is None else zone.host_names[host]
+        az = zone.az if host is None else zone.host_azs[host]
+        servers = [Assignment(m.name, zone.name, host_name, None, az) for m in unit.servers]
+        for pool in self._pools(unit, zone, host_name):
+            volumes = []
+            if pool is not None:
+                pool_az = zone.pool_azs[pool] if zone.pool_hosts[pool] is not None else az
+                volumes = [
+                    Assignment(v.name, zone.name, zone.pool_hosts[pool], zone.pool_names[pool],
+                               pool_az)
+                    for v in unit.volumes
+                ]  # fmt: skip
+            assignments = servers + volumes
+            broken = self.rules.broken(assignments, zone.mode, hard=True)
+            if broken is not None:
+                self.blocked[broken] += 1
+                continue
+            yield zone, assignments, _booking(zone, unit, host, pool)
+
+    def _pools(self, unit: _Unit, zone: _Zone, host: str | None) -> Iterator[int | None]:
+        if not unit.volumes:
+            yield None
+            return
+        if not zone.shared and host is not None:
+            local = [p for p in zone.pools_of_host.get(host, []) if zone.pool_free[p] >= unit.gb]
+            if not local:
+                self.blocked[f"storage pool capacity in zone {zone.name}"] += 1
+            yield from sorted(local, key=lambda p: -int(zone.pool_free[p]))
+            return
+        fits = zone.pool_free >= unit.gb
+        if not fits.any():
+            self.blocked[f"storage pool capacity in zone {zone.name}"] += 1
+            return
+        if host is not None:  # shared storage: the server's own host's pool first
+            own = [p for p in zone.pools_of_host.get(host, []) if fits[p]]
+            yield from own
+            fits = fits.copy()
+            fits[own] = False
+        yield from zone.by_free.best_first(fits)
+
+
+class _Ranked:
+    """Positions best first by a value the search books into (free RAM of hosts, free
+    space of pools): sorted once, then kept exact by re-sorting only the few positions
+    booked since (the rest still hold their first value)."""
+
+    def __init__(self, values: NDArray[np.int64]) -> None:
+        self.values = values
+        self.order = np.argsort(-values, kind="stable")
+        self.touched = np.zeros(values.size, dtype=np.bool_)
+        self.touched_list: list[int] = []
+
+    def touch(self, i: int) -> None:
+        if not self.touched[i]:
+            self.touched[i] = True
+            self.touched_list.append(i)
+
+    def best_first(self, mask: NDArray[np.bool_]) -> Iterator[int]:
+        """The positions where ``mask`` holds, largest value first (ties by position)."""
+        clean = self.order[mask[self.order] & ~self.touched[self.order]]
+        booked = sorted(
+            (i for i in self.touched_list if mask[i]), key=lambda i: (-int(self.values[i]), i)
+        )
+        b = 0
+        for c in clean:
+            cv = int(self.values[c])
+            while b < len(booked) and (-int(self.values[booked[b]]), booked[b]) < (-cv, int(c)):
+                yield booked[b]
+                b += 1
+            yield int(c)
+        yield from booked[b:]
+
+
+def _booking(zone: _Zone, unit: _Unit, host: int | None, pool: int | None) -> Callable[[int], None]:
+    wanted = dict(zip(_LEFT, (len(unit.servers), unit.vcpus, unit.ram, len(unit.volumes),
+                              unit.gb), strict=True))  # fmt: skip
+
+    def book(sign: int) -> None:
+        if host is not None:
+            zone.vcpus[host] -= sign * unit.vcpus
+            zone.ram[host] -= sign * unit.ram
+            zone.disk[host] -= sign * unit.disk
+            zone.by_ram.touch(host)
+        if pool is not None:
+            zone.pool_free[pool] -= sign * unit.gb
+            zone.by_free.touch(pool)
+        for attr, amount in wanted.items():
+            left = zone.left[attr]
+            if left is not None:
+                zone.left[attr] = left - sign * amount
+
+    return book
+
+
+def _too_few_places(
+    g: Grouping, members: Sequence[Member], zones: Sequence[ZoneOption]
+) -> str | None:
+    """Why a hard anti-affinity grouping cannot hold whatever the search does: fewer
+    places (hosts that can take its smallest server, zones that count as one, availability
+    zones in zone scope) than it needs; None when there may be enough."""
+    if not g.rule.hard or g.rule.affinity or not members:
+        return None
+    servers = [m for m in members if m.kind == SERVER]
+    if len(servers) != len(members):
+        return None  # volumes are compared by pool: left to the search
+    small = min(servers, key=lambda m: (m.ram_mb, m.vcpus))
+    places: set[str] = set()
+    unbounded = False
+    for z in zones:
+        if z.instances_left is not None and z.instances_left < 1:
+            continue
+        if g.rule.scope == "zone" and z.hosts:
+            places.update(h.az for h in z.hosts if _fits(h, small))
+        elif g.rule.scope == "zone":
+            places.add(z.az)
+        elif z.mode is ZoneMode.HOSTS:
+            places.update(f"{z.name}/{h.name}" for h in z.hosts if _fits(h, small))
+        elif z.mode is ZoneMode.REMOTE:
+            unbounded = True
+        else:
+            places.add(z.name)
+    room = len(places) * g.rule.max_per_host
+    if unbounded or room >= len(members):
+        return None
+    what = "availability zones" if g.rule.scope == "zone" else "hosts (a zone the broker "
+    what += "" if g.rule.scope == "zone" else "cannot see into counts as one)"
+    return (
+        f"grouping {g.name!r} ({g.rule.describe()}) needs {len(members)} places and the "
+        f"policy's zones have {len(places)} {what} with room"
+    )
+
+
+def _fits(h: HostSlot, m: Member) -> bool:
+    return h.free_vcpus >= m.vcpus and h.free_ram_mb >= m.ram_mb and h.free_disk_gb >= m.disk_gb
+
+
+def plan(
+    members: Sequence[Member],
+    groupings: Sequence[Grouping],
+    zones: Sequence[ZoneOption],
+    *,
+    budget: int = NODE_BUDGET,
+) -> Plan:
+    """Assign every member a place that keeps every hard grouping, or say why not.
+
+    ``zones`` come in the policy's order of preference and are not changed.
+    """
+    kinds = {m.name: m.kind for m in members}
+    units = _units(members, groupings)
+    partners: Counter[str] = Counter()
+    soft: set[str] = set()
+    for g in groupings:
+        if g.rule.hard and not g.rule.affinity:
+            for n in g.members:
+                partners[n] += len(g.members) - 1
+        if not g.rule.hard:
+            soft.update(g.members)
+    for u in units:
+        u.partners = sum(partners[n] for n in u.names)
+        u.soft = any(n in soft for n in u.names)
+    units.sort(key=lambda u: (-u.partners, -(u.ram + u.gb), u.names[0]))
+    by_name = {m.name: m for m in members}
+    for g in groupings:
+        short = _too_few_places(g, [by_name[n] for n in g.members], zones)
+        if short is not None:
+            return Plan(fault=GROUP_POLICY, blocked_by=g.name, message=short)
+    search = _Search(units, [_Zone(z) for z in zones], _Rules(groupings, kinds), budget)
+    if search.run():
+        return Plan(tuple(search.placed[m.name] for m in members), tried=search.tried)
+    if search.tried > budget:
+        return Plan(
+            fault=NO_VALID_HOST,
+            blocked_by="search",
+            message=f"no plan found within {budget} candidates",
+            tried=search.tried,
+        )
+    culprit = search.blocked.most_common(1)[0][0] if search.blocked else "capacity"
+    grouping = search.rules.by_name.get(culprit)
+    if grouping is not None:
+        return Plan(
+            fault=GROUP_POLICY,
+            blocked_by=culprit,
+            message=f"grouping {culprit!r} ({grouping.rule.describe()}) cannot hold with the "
+            "capacity left",
+            tried=search.tried,
+        )
+    return Plan(
+        fault=NO_VALID_HOST,
+        blocked_by=culprit,
+        message=f"not every member fits: {culprit} runs out",
+        tried=search.tried,
+    )
