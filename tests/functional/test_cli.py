@@ -286,7 +286,7 @@ def test_zone_list_shows_bursting_and_thresholds(live_broker: LiveBroker) -> Non
     assert ram == "0% (high 75%, low 50%)"
     assert vcpu == "0% (high 90%, low 70%)"
     assert quota == "-"
-    assert row(out, "aws-standin")[-1] == "instances=8,volumes=16,gigabytes=500"
+    assert row(out, "aws-standin")[-1] == "instances=8, volumes=16, gigabytes=500"
 
     zones = json.loads(ok(live_broker, "zone", "list", "--json"))
     assert [z["name"] for z in zones] == ["local", "aws-standin", "sim-cloud-b"]
