@@ -93,53 +93,24 @@ def claim(
     ``guard`` runs first, before any counter moves, so the rows it locks are always taken
     before the zone's and the host's (one lock order, no deadlock).
     """
-    zone_cond: list[ColumnElement[bool]] = [Zone.name == zone, Zone.state == "available"]
-    if require_not_bursting:
-        zone_cond.append(Zone.bursting.is_(False))
-    if limits.ram_mb is not None:
-        zone_cond.append(Zone.ram_used_mb + res.ram_mb <= limits.ram_mb)
-    if limits.vcpus is not None:
-        zone_cond.append(Zone.vcpus_used + res.vcpus <= limits.vcpus)
-    if limits.instances is not None:
-        zone_cond.append(Zone.instances + 1 <= limits.instances)
-
     with db.write() as s:
         if guard is not None:
             refused = guard.check(s, zone, host_id)
             if refused is not None:
                 s.rollback()
                 return ClaimResult(ClaimOutcome.GROUP_CONFLICT, detail=refused)
-        moved = s.execute(
-            update(Zone)
-            .where(and_(*zone_cond))
-            .values(
-                ram_used_mb=Zone.ram_used_mb + res.ram_mb,
-                vcpus_used=Zone.vcpus_used + res.vcpus,
-                disk_used_gb=Zone.disk_used_gb + res.disk_gb,
-                instances=Zone.instances + 1,
-                updated_at=utcnow(),
-            )
+        result = take(
+            s,
+            instance_uuid=instance_uuid,
+            zone=zone,
+            host_id=host_id,
+            res=res,
+            limits=limits,
+            require_not_bursting=require_not_bursting,
         )
-        if moved.rowcount != 1:  # type: ignore[attr-defined]
+        if result.outcome is not ClaimOutcome.OK:
             s.rollback()
-            return ClaimResult(ClaimOutcome.ZONE_LIMIT)
-        usage: Usage | None = None
-        if host_id is not None:
-            row = s.execute(_take_on_host(res, Host.id == host_id)).first()
-            if row is None:
-                s.rollback()
-                return ClaimResult(ClaimOutcome.HOST_FULL)
-            usage = Usage(host_id, row[0], row[1], row[2], row[3])
-        s.add(
-            Allocation(
-                instance_uuid=instance_uuid,
-                zone=zone,
-                host_id=host_id,
-                vcpus=res.vcpus,
-                ram_mb=res.ram_mb,
-                disk_gb=res.disk_gb,
-            )
-        )
+            return result
         s.execute(
             update(BuildRequest)
             .where(BuildRequest.instance_uuid == instance_uuid)
@@ -151,6 +122,65 @@ def claim(
                 updated_at=utcnow(),
             )
         )
+    return result
+
+
+def take(
+    s: Session,
+    *,
+    instance_uuid: str,
+    zone: str,
+    host_id: int | None,
+    res: Resources,
+    limits: Limits,
+    require_not_bursting: bool,
+) -> ClaimResult:
+    """One instance's claim inside the caller's transaction ``s``: the zone's conditional
+    update, the host's (when ``host_id`` is set), then the allocation row.
+
+    A refusal (``ZONE_LIMIT``, ``HOST_FULL``) may leave the zone's update done in ``s``:
+    the caller rolls the transaction back on any outcome but ``OK``. Several calls in one
+    transaction claim several instances all or nothing; to take rows in one order, make
+    them zone by zone and, within a zone, by host id.
+    """
+    zone_cond: list[ColumnElement[bool]] = [Zone.name == zone, Zone.state == "available"]
+    if require_not_bursting:
+        zone_cond.append(Zone.bursting.is_(False))
+    if limits.ram_mb is not None:
+        zone_cond.append(Zone.ram_used_mb + res.ram_mb <= limits.ram_mb)
+    if limits.vcpus is not None:
+        zone_cond.append(Zone.vcpus_used + res.vcpus <= limits.vcpus)
+    if limits.instances is not None:
+        zone_cond.append(Zone.instances + 1 <= limits.instances)
+    moved = s.execute(
+        update(Zone)
+        .where(and_(*zone_cond))
+        .values(
+            ram_used_mb=Zone.ram_used_mb + res.ram_mb,
+            vcpus_used=Zone.vcpus_used + res.vcpus,
+            disk_used_gb=Zone.disk_used_gb + res.disk_gb,
+            instances=Zone.instances + 1,
+            updated_at=utcnow(),
+        )
+    )
+    if moved.rowcount != 1:  # type: ignore[attr-defined]
+        return ClaimResult(ClaimOutcome.ZONE_LIMIT)
+    usage: Usage | None = None
+    if host_id is not None:
+        row = s.execute(_take_on_host(res, Host.id == host_id)).first()
+        if row is None:
+            return ClaimResult(ClaimOutcome.HOST_FULL)
+        usage = Usage(host_id, row[0], row[1], row[2], row[3])
+    s.add(
+        Allocation(
+            instance_uuid=instance_uuid,
+            zone=zone,
+            host_id=host_id,
+            vcpus=res.vcpus,
+            ram_mb=res.ram_mb,
+            disk_gb=res.disk_gb,
+        )
+    )
     return ClaimResult(ClaimOutcome.OK, usage)
 
 

@@ -16,11 +16,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, or_, select, update
+from sqlalchemy.orm import Session
 
 from federator.storage.db import Database
 from federator.storage.models import StoragePool, Volume, VolumeAllocation, Zone, utcnow
 
-__all__ = ["PoolChoice", "StorageClaim", "StorageOutcome", "claim", "free_pools", "release"]
+__all__ = [
+    "PoolChoice",
+    "StorageClaim",
+    "StorageOutcome",
+    "claim",
+    "free_pools",
+    "release",
+    "take",
+]
 
 
 class StorageOutcome(enum.Enum):
@@ -89,13 +98,6 @@ def claim(
 ) -> StorageOutcome:
     """Claim ``c.size_gb`` in ``pool`` of ``c.zone`` for the volume, atomically, and record
     where the volume is. Only a volume still ``creating`` and holding nothing is placed."""
-    zone_cond: list[ColumnElement[bool]] = [Zone.name == c.zone, Zone.state == "available"]
-    if c.require_not_bursting:
-        zone_cond.append(Zone.storage_bursting.is_(False))
-    if c.gb_limit is not None:
-        zone_cond.append(Zone.volume_gb_used + c.size_gb <= c.gb_limit)
-    if c.volumes_limit is not None:
-        zone_cond.append(Zone.volumes + 1 <= c.volumes_limit)
     with db.write() as s:
         placed = s.execute(
             update(Volume)
@@ -117,41 +119,60 @@ def claim(
         if placed.rowcount != 1:  # type: ignore[attr-defined]
             s.rollback()
             return StorageOutcome.GONE
-        moved = s.execute(
-            update(Zone)
-            .where(and_(*zone_cond))
-            .values(
-                volume_gb_used=Zone.volume_gb_used + c.size_gb,
-                volumes=Zone.volumes + 1,
-                updated_at=utcnow(),
-            )
-        )
-        if moved.rowcount != 1:  # type: ignore[attr-defined]
+        outcome = take(s, c, pool.id)
+        if outcome is not StorageOutcome.OK:
             s.rollback()
-            return StorageOutcome.ZONE_LIMIT
-        taken = s.execute(
-            update(StoragePool)
-            .where(
-                StoragePool.id == pool.id,
-                StoragePool.zone == c.zone,
-                StoragePool.reported.is_(True),
-                or_(StoragePool.free_gb.is_(None), StoragePool.free_gb >= c.size_gb),
-            )
-            .values(
-                used_gb=StoragePool.used_gb + c.size_gb,
-                free_gb=StoragePool.free_gb - c.size_gb,
-                volumes=StoragePool.volumes + 1,
-                updated_at=utcnow(),
-            )
+    return outcome
+
+
+def take(s: Session, c: StorageClaim, pool_id: int) -> StorageOutcome:
+    """One volume's storage claim inside the caller's transaction ``s``: the zone's
+    conditional update, the pool's, then the allocation row (the volume's own row is the
+    caller's).
+
+    ``ZONE_LIMIT`` or ``POOL_FULL`` may leave the zone's update done in ``s``: the caller
+    rolls the transaction back on any outcome but ``OK``. Several calls in one transaction
+    claim several volumes all or nothing; to take rows in one order, make them zone by
+    zone and, within a zone, by pool id.
+    """
+    zone_cond: list[ColumnElement[bool]] = [Zone.name == c.zone, Zone.state == "available"]
+    if c.require_not_bursting:
+        zone_cond.append(Zone.storage_bursting.is_(False))
+    if c.gb_limit is not None:
+        zone_cond.append(Zone.volume_gb_used + c.size_gb <= c.gb_limit)
+    if c.volumes_limit is not None:
+        zone_cond.append(Zone.volumes + 1 <= c.volumes_limit)
+    moved = s.execute(
+        update(Zone)
+        .where(and_(*zone_cond))
+        .values(
+            volume_gb_used=Zone.volume_gb_used + c.size_gb,
+            volumes=Zone.volumes + 1,
+            updated_at=utcnow(),
         )
-        if taken.rowcount != 1:  # type: ignore[attr-defined]
-            s.rollback()
-            return StorageOutcome.POOL_FULL
-        s.add(
-            VolumeAllocation(
-                volume_uuid=c.volume_uuid, zone=c.zone, pool_id=pool.id, size_gb=c.size_gb
-            )
+    )
+    if moved.rowcount != 1:  # type: ignore[attr-defined]
+        return StorageOutcome.ZONE_LIMIT
+    taken = s.execute(
+        update(StoragePool)
+        .where(
+            StoragePool.id == pool_id,
+            StoragePool.zone == c.zone,
+            StoragePool.reported.is_(True),
+            or_(StoragePool.free_gb.is_(None), StoragePool.free_gb >= c.size_gb),
         )
+        .values(
+            used_gb=StoragePool.used_gb + c.size_gb,
+            free_gb=StoragePool.free_gb - c.size_gb,
+            volumes=StoragePool.volumes + 1,
+            updated_at=utcnow(),
+        )
+    )
+    if taken.rowcount != 1:  # type: ignore[attr-defined]
+        return StorageOutcome.POOL_FULL
+    s.add(
+        VolumeAllocation(volume_uuid=c.volume_uuid, zone=c.zone, pool_id=pool_id, size_gb=c.size_gb)
+    )
     return StorageOutcome.OK
 
 
