@@ -76,3 +76,29 @@ def test_volumes_quick() -> None:
         "post_latency_p50",
         "placement_p50",
     )
+
+
+@pytest.mark.slow
+def test_vclusters_quick() -> None:
+    doc = run_benchmark("vclusters.py", "--quick")
+    assert doc["benchmark"] == "vclusters"
+    assert doc["quick"] is True
+    assert doc["target_p50_ms"] == 50
+    assert doc["meets_target"] is (doc["placement"]["p50_ms"] <= 50)
+
+    placement = doc["placement"]
+    assert placement["hosts"] == placement["hosts_offered"] == placement["pools"] == 500
+    assert placement["samples"] == 20
+    assert (placement["members"], placement["servers"], placement["volumes"]) == (100, 50, 50)
+    positive(placement, "p50_ms", "p95_ms", "p99_ms", "release_p50_ms")
+    assert placement["p50_ms"] <= placement["p95_ms"] <= placement["p99_ms"]
+    for stage in ("inputs", "plan", "claims"):
+        positive(placement["stages"][stage], "p50_ms", "p95_ms", "p99_ms")
+    positive(placement["tried"], "min", "max")
+    # Fifty units (a server with its volume), each placed at its first candidate.
+    assert placement["tried"]["min"] >= 50
+
+    checks = placement["checks"]
+    assert checks["plans_checked"] == placement["warmup"] + placement["samples"]
+    assert checks["distinct_hosts_and_host_pools"] is True, checks["problems"]
+    assert checks["state_restored"] is True
