@@ -292,6 +292,13 @@ class ApiConfig(_Strict):
     port: int = Field(default=8774, ge=0, le=65535)
     max_body_bytes: int = Field(default=1_048_576, gt=0)
     default_limit: int = Field(default=1000, gt=0)
+    keep_alive_seconds: int = Field(
+        default=75,
+        ge=1,
+        le=3600,
+        description="how long an idle client connection stays open; longer than the "
+        "OpenStack clients' 5-second status polls, so a poll never races the close",
+    )
 
 
 class WorkerConfig(_Strict):

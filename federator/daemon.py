@@ -70,6 +70,7 @@ def serve(settings: Settings, *, ready_file: str | None = None) -> int:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=30,
+        timeout_keep_alive=settings.api.keep_alive_seconds,
     )
     server = uvicorn.Server(config)
     LOG.info(

@@ -347,7 +347,12 @@ def start_live_broker(
     broker = Broker.open(settings)
     broker.start(monitor=monitor)
     config = uvicorn.Config(
-        asgi_app(broker), host="127.0.0.1", port=0, log_config=None, access_log=False
+        asgi_app(broker),
+        host="127.0.0.1",
+        port=0,
+        log_config=None,
+        access_log=False,
+        timeout_keep_alive=settings.api.keep_alive_seconds,
     )
     server = _Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

@@ -136,3 +136,10 @@ def test_aggregate_declaration_errors(zones: list[dict[str, object]], needle: st
 def test_an_aggregate_may_take_its_own_zone_name_as_availability_zone() -> None:
     s = load_settings(None, zones=_zones_with([{"name": "x", "availability_zone": "a"}]))
     assert s.zones[0].aggregates[0].availability_zone == "a"
+
+
+def test_keep_alive_outlasts_the_openstack_clients_polls(tmp_path: Path) -> None:
+    # openstack --wait polls every 5 s; a server closing idle connections at 5 s races it.
+    assert load_settings(None, data_dir=tmp_path).api.keep_alive_seconds > 5
+    with pytest.raises(ConfigError, match="keep_alive_seconds"):
+        load_settings(None, data_dir=tmp_path, api={"keep_alive_seconds": 0})
