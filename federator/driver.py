@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -57,6 +57,7 @@ __all__ = [
     "ZoneCapacity",
     "ZoneContext",
     "ZoneHealth",
+    "batched",
 ]
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -476,3 +477,24 @@ class InstanceNotFound(DriverError):
 
     code = errors.DRIVER_NOT_FOUND_INSTANCE
     http_status = 404
+
+
+_T = TypeVar("_T")
+
+
+def batched(items: Iterable[_T], size: int) -> Iterator[list[_T]]:
+    """``items`` regrouped into lists of exactly ``size`` (the last may be smaller), for a
+    driver's ``list_*`` that pages the cloud in pages of its own size.
+
+    :raises ValueError: ``size`` is below 1 (raised on the first ``next``).
+    """
+    if size < 1:
+        raise ValueError(f"batch_size must be at least 1, not {size}")
+    batch: list[_T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -57,6 +57,7 @@ from federator.driver import (
     InstanceNotFound,
     PermanentError,
     TransientError,
+    batched,
 )
 from federator.keyedlocks import KeyedLocks
 
@@ -229,17 +230,12 @@ class EbsBlockStorage(BlockStorage):
         Batches are regrouped to exactly ``batch_size`` volumes (the last may be smaller);
         the servers of each batch's attachments are read with one DescribeInstances.
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
-        batch: list[Volume] = []
-        for volume in self._describe("list_volumes", self._owner_filters()):
-            if not _tags(volume).get(self.tags.volume_uuid):
-                continue
-            batch.append(volume)
-            if len(batch) == batch_size:
-                yield self._remotes(batch)
-                batch = []
-        if batch:
+        owned = (
+            v
+            for v in self._describe("list_volumes", self._owner_filters())
+            if _tags(v).get(self.tags.volume_uuid)
+        )
+        for batch in batched(owned, batch_size):
             yield self._remotes(batch)
 
     def attach_volume(self, uuid: str, server_uuid: str, device: str | None) -> RemoteAttachment:

@@ -88,6 +88,7 @@ from federator.driver import (
     InstanceNotFound,
     PermanentError,
     TransientError,
+    batched,
 )
 from federator.keyedlocks import KeyedLocks
 
@@ -299,17 +300,8 @@ class LibvirtBlockStorage(BlockStorage):
 
         :raises DriverError: a host cannot be listed; batches already yielded stand.
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
-        batch: list[RemoteVolume] = []
-        for handle in self._hosts.values():
-            for remote in self._listed(handle):
-                batch.append(remote)
-                if len(batch) == batch_size:
-                    yield batch
-                    batch = []
-        if batch:
-            yield batch
+        listed = (remote for handle in self._hosts.values() for remote in self._listed(handle))
+        yield from batched(listed, batch_size)
 
     def attach_volume(self, uuid: str, server_uuid: str, device: str | None) -> RemoteAttachment:
         """Plug the volume into the server's domain as ``device`` (see the module

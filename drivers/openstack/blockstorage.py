@@ -61,6 +61,7 @@ from federator.driver import (
     InstanceNotFound,
     PermanentError,
     TransientError,
+    batched,
 )
 from federator.keyedlocks import KeyedLocks
 
@@ -228,17 +229,12 @@ class CinderBlockStorage(BlockStorage):
     def list_volumes(self, batch_size: int = 500) -> Iterator[Sequence[RemoteVolume]]:
         """The broker's volumes of the remote project, following every remote page,
         regrouped to exactly ``batch_size`` volumes (the last may be smaller)."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
-        batch: list[Any] = []
-        for volume in self._volumes({self.keys.broker: self.broker_id}):
-            if not _meta(volume).get(self.keys.volume_uuid):
-                continue
-            batch.append(volume)
-            if len(batch) == batch_size:
-                yield self._remotes(batch)
-                batch = []
-        if batch:
+        owned = (
+            v
+            for v in self._volumes({self.keys.broker: self.broker_id})
+            if _meta(v).get(self.keys.volume_uuid)
+        )
+        for batch in batched(owned, batch_size):
             yield self._remotes(batch)
 
     def attach_volume(self, uuid: str, server_uuid: str, device: str | None) -> RemoteAttachment:
