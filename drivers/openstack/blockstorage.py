@@ -44,7 +44,7 @@ from typing import Any
 
 from drivers.openstack.errors import translated
 from drivers.openstack.options import OpenStackOptions
-from drivers.openstack.states import BUSY, GONE, volume_state
+from drivers.openstack.states import BUSY, GONE, remote_time, volume_state
 from federator.blockstorage import (
     BlockStorage,
     PoolInfo,
@@ -660,12 +660,5 @@ def _names(attached: Sequence[dict[str, Any]], servers: Mapping[str, str]) -> li
 
 
 def _created(volume: Any) -> datetime | None:
-    """Cinder's ``created_at`` (ISO 8601, without a zone: UTC), or None."""
-    value = getattr(volume, "created_at", None)
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+    """Cinder's ``created_at``, or None."""
+    return remote_time(getattr(volume, "created_at", None))

@@ -20,14 +20,13 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from drivers.openstack.blockstorage import CinderBlockStorage, MetadataKeys
 from drivers.openstack.capacity import capacity_from
 from drivers.openstack.errors import translated
 from drivers.openstack.options import OpenStackOptions
-from drivers.openstack.states import power_state
+from drivers.openstack.states import power_state, remote_time
 from federator.driver import (
     Capabilities,
     CapacityError,
@@ -426,17 +425,6 @@ class OpenStackDriver(Driver):
             state=power_state(server.status),
             host=getattr(server, "availability_zone", None) or None,
             addresses=addresses,
-            launched_at=_launched_at(getattr(server, "launched_at", None)),
+            launched_at=remote_time(getattr(server, "launched_at", None)),
             extra={"remote_status": server.status, "remote_name": server.name},
         )
-
-
-def _launched_at(value: Any) -> datetime | None:
-    """Nova's ``OS-SRV-USG:launched_at`` (ISO 8601, often without a zone: UTC), or None."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)

@@ -3,7 +3,9 @@ VolumeState, as data."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from types import MappingProxyType
+from typing import Any
 
 from federator.blockstorage import VolumeState
 from federator.driver import PowerState
@@ -84,3 +86,15 @@ def volume_state(status: str | None, attached: bool) -> VolumeState:
     if key in BUSY:
         return VolumeState.IN_USE if attached else VolumeState.AVAILABLE
     return CINDER_STATES.get(key, VolumeState.ERROR)
+
+
+def remote_time(value: Any) -> datetime | None:
+    """A timestamp as Nova and Cinder send it (ISO 8601, often without a zone: UTC), or
+    None when there is none or it does not parse."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)

@@ -337,14 +337,23 @@ def _rank_overflow(scope: _Scope) -> Ranking:
         blocked = _why_no_overflow(mine, excluded, loads)
         outcomes.append(_local(policy, zone, loads.get(zone), request, blocked))
     outcomes.extend(virtual[t] for t in targets)
-    for zone in context.virtual_zones:
-        if zone not in virtual:
-            detail = (
-                f"zone {zone!r} is no local zone's overflow target; only a request naming it"
-                " as its availability zone can use it"
-            )
-            outcomes.append(_Outcome(Verdict(zone, False, "overflow.not_target", detail)))
+    outcomes.extend(_Outcome(v) for v in not_targets(context, virtual))
     return _finish(policy, scope.matched, outcomes)
+
+
+def not_targets(context: PolicyContext, targets: Mapping[str, object]) -> list[Verdict]:
+    """The verdicts of virtual zones that are no local zone's overflow target."""
+    return [
+        Verdict(
+            zone,
+            False,
+            "overflow.not_target",
+            f"zone {zone!r} is no local zone's overflow target; only a request naming it"
+            " as its availability zone can use it",
+        )
+        for zone in context.virtual_zones
+        if zone not in targets
+    ]
 
 
 def _why_no_overflow(

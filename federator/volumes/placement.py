@@ -14,7 +14,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from federator import errors
-from federator.policy.evaluate import Verdict, Weighing, exclusions, fault_of, zone_weighing
+from federator.policy.evaluate import (
+    Verdict,
+    Weighing,
+    exclusions,
+    fault_of,
+    not_targets,
+    zone_weighing,
+)
 from federator.policy.gauges import Gauge
 from federator.policy.loader import PolicyContext
 from federator.policy.model import DenyRule, Policy, Rule
@@ -210,13 +217,7 @@ def _overflow(scope: _Scope) -> list[_Outcome]:
         open_targets = [t for t in policy.zone(zone).overflow if t in reachable]
         outcomes.append(_local(scope, scope.loads[zone], can_overflow=bool(open_targets)))
     outcomes.extend(virtual[t] for t in targets)
-    for zone in context.virtual_zones:
-        if zone not in virtual:
-            detail = (
-                f"zone {zone!r} is no local zone's overflow target; only a request naming it"
-                " as its availability zone can use it"
-            )
-            outcomes.append(_Outcome(Verdict(zone, False, "overflow.not_target", detail)))
+    outcomes.extend(_Outcome(v) for v in not_targets(context, virtual))
     return outcomes
 
 

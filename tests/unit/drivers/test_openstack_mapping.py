@@ -140,6 +140,6 @@ def test_exactly_one_credential_source() -> None:
     ],
 )
 def test_launch_time_is_read_as_utc(raw: object, expected: datetime | None) -> None:
-    from drivers.openstack.driver import _launched_at
+    from drivers.openstack.states import remote_time as _launched_at
 
     assert _launched_at(raw) == expected
