@@ -37,6 +37,7 @@ from federator.policy.store import PolicyStore
 from federator.scheduler.loader import scheduler_from_config
 from federator.storage import migrate
 from federator.storage.db import Database
+from federator.vclusters.service import VClusterService
 from federator.volumes.service import VolumeService
 
 LOG = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ class Broker:
         self.compute = ComputeService(self.ctx)
         self.groups = GroupService(self.ctx)
         self.volumes = VolumeService(self.ctx, self.compute)
+        self.vclusters = VClusterService(self.ctx, self.compute)
         self.workers = WorkerPool(self.ctx)
         self.monitor = Monitor(self.ctx)
         self._started = False

@@ -21,6 +21,7 @@ from federator.api.routes import (
     policy,
     server_groups,
     servers,
+    vclusters,
     versions,
     volume_attachments,
     volumes,
@@ -57,6 +58,14 @@ def create_app(broker: Broker) -> FastAPI:
     compute.include_router(aggregates.router)
     compute.include_router(server_groups.router)
     compute.include_router(volume_attachments.router)
+    compute.include_router(vclusters.router)
+    # The seed's project-scoped paths for virtual clusters (the project must be the token's).
+    scoped = [
+        APIRouter(prefix=prefix, dependencies=[Depends(get_context), Depends(requested_version)])
+        for prefix in (COMPUTE_PREFIX + "/{project_id}", "/v2/{tenant_id}")
+    ]
+    for r in scoped:
+        r.include_router(vclusters.router)
     extensions = APIRouter(prefix=BROKER_PREFIX, dependencies=[Depends(require_admin)])
     extensions.include_router(zones.zone_router)
     extensions.include_router(hosts.router)
@@ -72,6 +81,8 @@ def create_app(broker: Broker) -> FastAPI:
     app.include_router(compute)
     app.include_router(extensions)
     app.include_router(shared)
+    for r in scoped:
+        app.include_router(r)
     return app
 
 

@@ -328,6 +328,26 @@ class Builder:
             )
             return False
 
+    def create_at(self, zone: str, ispec: InstanceSpec) -> RemoteInstance:
+        """Create ``ispec`` in ``zone`` (on ``ispec.host``), where a gang plan put it; the
+        caller holds the claim. Transient failures are retried as for any boot.
+
+        :raises DriverError: the zone refused; nothing was left there.
+        """
+        return self._create(zone, ispec)
+
+    def finalize(
+        self,
+        br: BuildRequest,
+        spec: BootSpec,
+        zone: str,
+        host: str | None,
+        remote: RemoteInstance,
+        placement: dict[str, Any],
+    ) -> None:
+        """Record a created instance in its zone's cell and map it (build request gone)."""
+        self._finalize(br, spec, zone, host, remote, placement)
+
     def _create(self, zone: str, ispec: InstanceSpec) -> RemoteInstance:
         """Create with bounded retries of transient failures (create is idempotent)."""
         driver = self.ctx.drivers[zone]

@@ -10,6 +10,7 @@ from federator.compute.builder import Builder
 from federator.compute.context import ComputeContext
 from federator.compute.queue import DONE, FAILED, Retry, TaskRef
 from federator.groups import remote as remote_groups
+from federator.vclusters import build as vcluster_tasks
 from federator.volumes import worker as volume_tasks
 
 LOG = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ class WorkerPool:
         self.builder = Builder(ctx)
         self.actions = Actions(ctx)
         self.volumes = volume_tasks.VolumeTasks(ctx)
+        self.vclusters = vcluster_tasks.ClusterBuilder(ctx)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._busy = 0
@@ -77,6 +79,8 @@ class WorkerPool:
                 remote_groups.cleanup(self.ctx, task)
             elif task.action in volume_tasks.ACTIONS:
                 self.volumes.run(task)
+            elif task.action in vcluster_tasks.ACTIONS:
+                self.vclusters.run(task)
             else:
                 self.actions.run(task)
         except Retry as r:
@@ -94,6 +98,8 @@ class WorkerPool:
                     self.builder.fail(task.instance_uuid, f"internal error: {reason}")
                 elif task.action in volume_tasks.ACTIONS:
                     self.volumes.abandon(task, reason)
+                elif task.action in vcluster_tasks.ACTIONS:
+                    self.vclusters.abandon(task, reason)
                 else:
                     self.actions.abandon(task, reason)
             except Exception:

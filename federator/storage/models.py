@@ -361,6 +361,58 @@ class VolumeAllocation(ApiBase):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class VCluster(ApiBase):
+    """A virtual cluster (seed 003): servers and volumes with groupings, placed all or
+    nothing. ``spec`` is the accepted body (the ``vcluster`` object); ``phase`` is where
+    its build stands (``planning``: nothing claimed; ``building``: every member claimed and
+    recorded; ``rolling_back``; ``done``). ``remote_groups`` maps a grouping to the server
+    group made for it in each remote zone (``{grouping: {zone: remote_id}}``)."""
+
+    __tablename__ = "vclusters"
+    __table_args__ = (Index("ix_vclusters_project_created", "project_id", "created_at"),)
+
+    uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    project_id: Mapped[str] = mapped_column(String(255))
+    user_id: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16))
+    phase: Mapped[str] = mapped_column(String(16))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    fault: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    remote_groups: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The body before an update that is being built (None otherwise): what a failed
+    # update returns to.
+    previous_spec: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class VClusterMember(ApiBase):
+    """One member of a virtual cluster and where the plan put it. ``uuid`` is the
+    server's or volume's own id; ``state`` is the member's part in the build
+    (``planned``, ``claimed``, ``created``, ``attached``, ``removing``, ``failed``).
+    ``attempts`` counts builds that failed and were placed again."""
+
+    __tablename__ = "vcluster_members"
+    __table_args__ = (UniqueConstraint("cluster_uuid", "name", name="uq_vcluster_member_name"),)
+
+    uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    cluster_uuid: Mapped[str] = mapped_column(
+        ForeignKey("vclusters.uuid", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    zone: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    pool: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    availability_zone: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    fault: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class RequestSpec(ApiBase):
     """What was asked for, kept for rescheduling and recovery."""
 

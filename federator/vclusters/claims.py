@@ -17,7 +17,7 @@ for each other in a cycle.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select, tuple_
@@ -65,13 +65,17 @@ def claim_plan(
     members: Sequence[Member],
     uuids: Mapping[str, str],
     ceilings: Mapping[str, ZoneCeilings],
+    *,
+    also: Callable[[Session], None] | None = None,
 ) -> PlanClaim:
     """Claim every member's place in ``plan`` at once, or none of them.
 
     ``uuids`` maps each member's name to the id its allocation is recorded under (the
     server's instance id, the volume's id); ``ceilings`` are the ranking's, per zone, as
     :func:`federator.vclusters.inputs.gather` returned them with the zones the plan was
-    made from. On success the scheduler's host cache is brought up to date.
+    made from. On success the scheduler's host cache is brought up to date. ``also`` runs
+    in the same transaction once every claim holds (the caller's records of the members),
+    so the claims and what they are for are written together or not at all.
 
     :raises ValueError: ``plan`` has no assignment (it failed), or a member, its id or its
         zone's ceilings are missing.
@@ -96,6 +100,8 @@ def claim_plan(
                     assert step.place_id is not None
                     ctx.hosts.refresh_host(step.place_id)
                 return refused
+        if also is not None:
+            also(s)
     for u in usage.values():
         ctx.hosts.set_usage(u.host_id, u.vcpus_used, u.ram_used_mb, u.disk_used_gb, u.instances)
     return PlanClaim(True, usage=tuple(usage.values()))

@@ -195,6 +195,8 @@ class _Unit:
     servers: list[Member]
     volumes: list[Member]
     partners: int = 0
+    anchor: tuple[str, str | None] | None = None
+    """The zone (and host) of an already placed member the unit is hard-affine to."""
     soft: bool = False
     vcpus: int = 0
     ram: int = 0
@@ -392,6 +394,9 @@ class _Search:
     def _candidates(
         self, unit: _Unit
     ) -> Iterator[tuple[_Zone, list[Assignment], Callable[[int], None]]]:
+        if unit.anchor is not None:
+            yield from self._anchored(unit, unit.anchor)
+            return
         for zone in self.zones:
             if not self._zone_room(zone, unit):
                 continue
@@ -406,6 +411,37 @@ class _Search:
                     yield from self._with_pools(unit, zone, h)
             else:
                 yield from self._with_pools(unit, zone, None)
+
+    def _anchored(
+        self, unit: _Unit, anchor: tuple[str, str | None]
+    ) -> Iterator[tuple[_Zone, list[Assignment], Callable[[int], None]]]:
+        """Candidates for a unit that must join an already placed member: its zone and,
+        where the zone's hosts are the broker's, its host."""
+        zone = next((z for z in self.zones if z.name == anchor[0]), None)
+        if zone is None:
+            self.blocked[f"zone {anchor[0]} (where affine members are) takes nothing now"] += 1
+            return
+        if not self._zone_room(zone, unit):
+            return
+        host = None if anchor[1] is None else zone.index.get(anchor[1])
+        if anchor[1] is not None and host is None and zone.host_names:
+            self.blocked[f"host {anchor[1]} of zone {zone.name}"] += 1
+            return
+        if host is None and unit.servers and zone.mode is ZoneMode.HOSTS:
+            room = (zone.vcpus >= unit.vcpus) & (zone.ram >= unit.ram) & (zone.disk >= unit.disk)
+            for h in zone.by_ram.best_first(room):
+                yield from self._with_pools(unit, zone, h)
+            return
+        if host is not None and unit.servers:
+            fits = (
+                zone.vcpus[host] >= unit.vcpus
+                and zone.ram[host] >= unit.ram
+                and zone.disk[host] >= unit.disk
+            )
+            if not fits:
+                self.blocked[f"host capacity in zone {zone.name}"] += 1
+                return
+        yield from self._with_pools(unit, zone, host)
 
     def _zone_room(self, zone: _Zone, unit: _Unit) -> bool:
         wanted = (len(unit.servers), unit.vcpus, unit.ram, len(unit.volumes), unit.gb)
@@ -513,6 +549,26 @@ def _booking(zone: _Zone, unit: _Unit, host: int | None, pool: int | None) -> Ca
     return book
 
 
+def _anchors(
+    groupings: Sequence[Grouping], kinds: Mapping[str, str], fixed: Mapping[str, Assignment]
+) -> dict[str, tuple[str, str | None]]:
+    """For each new member hard-affine (host scope) to a placed one: where it must go, the
+    placed server's zone and host, else the placed volume's zone and pool host."""
+    found: dict[str, tuple[str, str | None]] = {}
+    for g in groupings:
+        if g.rule.policy != "affinity" or g.rule.scope != "host":
+            continue
+        placed = [fixed[n] for n in g.members if n in fixed]
+        if not placed:
+            continue
+        servers = [a for a in placed if kinds[a.member] == SERVER]
+        anchor = servers[0] if servers else placed[0]
+        for n in g.members:
+            if n not in fixed:
+                found.setdefault(n, (anchor.zone, anchor.host))
+    return found
+
+
 def _too_few_places(
     g: Grouping, members: Sequence[Member], zones: Sequence[ZoneOption]
 ) -> str | None:
@@ -561,13 +617,37 @@ def plan(
     zones: Sequence[ZoneOption],
     *,
     budget: int = NODE_BUDGET,
+    fixed: Sequence[tuple[Member, Assignment]] = (),
+    modes: Mapping[str, ZoneMode] | None = None,
 ) -> Plan:
     """Assign every member a place that keeps every hard grouping, or say why not.
 
-    ``zones`` come in the policy's order of preference and are not changed.
+    ``zones`` come in the policy's order of preference and are not changed. ``fixed``
+    are members placed already (their capacity is not in ``zones`` any more): the new
+    members keep every grouping with them too, and the plan lists only the new members.
+    ``modes`` says how each fixed member's zone counts, where it is not in ``zones``.
     """
     kinds = {m.name: m.kind for m in members}
-    units = _units(members, groupings)
+    kinds.update({m.name: m.kind for m, _ in fixed})
+    new = set(m.name for m in members)
+    mine = [Grouping(g.name, tuple(n for n in g.members if n in new), g.rule) for g in groupings]
+    units = _units(members, mine)
+    zone_modes = {**(modes or {}), **{z.name: z.mode for z in zones}}
+    rules = _Rules(groupings, kinds)
+    for m, a in fixed:
+        mode = zone_modes.get(a.zone, ZoneMode.SINGLE)
+        broken = rules.broken([a], mode, hard=True)
+        if broken is not None:
+            return Plan(
+                fault=GROUP_POLICY,
+                blocked_by=broken,
+                message=f"grouping {broken!r} ({rules.by_name[broken].rule.describe()}) is "
+                f"broken by members placed already ({m.name} in {a.zone})",
+            )
+        rules.book([a], mode, +1)
+    anchors = _anchors(groupings, kinds, {m.name: a for m, a in fixed})
+    for u in units:
+        u.anchor = next((anchors[n] for n in u.names if n in anchors), None)
     partners: Counter[str] = Counter()
     soft: set[str] = set()
     for g in groupings:
@@ -582,10 +662,12 @@ def plan(
     units.sort(key=lambda u: (-u.partners, -(u.ram + u.gb), u.names[0]))
     by_name = {m.name: m for m in members}
     for g in groupings:
+        if any(n not in by_name for n in g.members):
+            continue  # with members placed already: left to the search
         short = _too_few_places(g, [by_name[n] for n in g.members], zones)
         if short is not None:
             return Plan(fault=GROUP_POLICY, blocked_by=g.name, message=short)
-    search = _Search(units, [_Zone(z) for z in zones], _Rules(groupings, kinds), budget)
+    search = _Search(units, [_Zone(z) for z in zones], rules, budget)
     if search.run():
         return Plan(tuple(search.placed[m.name] for m in members), tried=search.tried)
     if search.tried > budget:
