@@ -317,6 +317,12 @@ class MonitorConfig(_Strict):
     heartbeat_interval: float = Field(default=5.0, gt=0)
     sync_interval: float = Field(default=10.0, gt=0)
     orphan_interval: float = Field(default=60.0, gt=0)
+    vcluster_interval: float = Field(
+        default=10.0,
+        gt=0,
+        description="how often built virtual clusters are checked: DEGRADED when a member has "
+        "gone wrong, ACTIVE again when every member is fine",
+    )
     failures_to_down: int = Field(default=3, ge=1)
     list_batch_size: int = Field(default=500, ge=1)
     vanish_grace_seconds: float = Field(default=60.0, ge=0)

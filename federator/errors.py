@@ -19,6 +19,9 @@ GROUP_POLICY: Final = "federator.placement.group_policy"
 
 # Found by the monitor: a placed instance missing from its zone (fault of an ERROR record).
 MONITOR_VANISHED: Final = "federator.monitor.vanished"
+# Found by the monitor: a member of an ACTIVE virtual cluster has gone wrong (the cluster's
+# fault while it is DEGRADED; its details name each member and what is wrong with it).
+VCLUSTER_DEGRADED: Final = "federator.vcluster.degraded"
 
 # Request and resource errors.
 BAD_REQUEST: Final = "federator.request.invalid"
@@ -61,4 +64,5 @@ FAULT_REASONS: Final[dict[str, str]] = {
     BUILD_FAILED: "build_failed",
     GROUP_POLICY: "group_policy",
     MONITOR_VANISHED: "vanished",
+    VCLUSTER_DEGRADED: "degraded",
 }

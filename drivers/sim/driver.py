@@ -11,7 +11,8 @@ Beyond the contract it offers ``ex_`` operator helpers (Libcloud's convention fo
 anything non-portable) so tests can misbehave on purpose:
 
 * :meth:`SimDriver.ex_inject` makes the next creates (or relocations) fail with a chosen
-  error;
+  error; :meth:`SimDriver.ex_refuse_name` makes every create of an instance of one name
+  fail, on whichever host;
 * :meth:`SimDriver.ex_vanish` deletes an instance behind the broker's back;
 * :meth:`SimDriver.ex_set_state` changes an instance's state behind the broker's back;
 * :meth:`SimDriver.ex_add_hosts` adds hosts to the zone, as racking new servers would;
@@ -114,6 +115,7 @@ class SimDriver(Driver):
         self.prefix = self.options.host_prefix or f"{context.zone}-host-"
         self._rng = random.Random(self.options.seed)
         self._injected: deque[InjectKind] = deque()
+        self._refused_names: dict[str, InjectKind] = {}
         self._fail_lock = threading.Lock()
         path = context.data_dir / STATE_FILE if self.options.persist else None
         with self._translated():
@@ -170,6 +172,9 @@ class SimDriver(Driver):
             existing = self._store.get(spec.uuid)
             if existing is not None:
                 return self._to_remote(existing)
+            refused = self._refused_names.get(spec.name)
+            if refused is not None:
+                raise SimError(refused, f"creating {spec.name}: {_INJECTED_REASONS[refused]}")
             self._maybe_fail(spec.uuid)
             if self.options.boot_delay_ms:
                 self.sleep(self.options.boot_delay_ms / 1000)
@@ -252,6 +257,15 @@ class SimDriver(Driver):
             raise ValueError(f"unknown failure kind {kind!r}")
         with self._fail_lock:
             self._injected.extend([kind] * count)
+
+    def ex_refuse_name(self, name: str, kind: InjectKind = "capacity") -> None:
+        """Make every create of an instance named ``name`` fail with ``kind``, whatever
+        host it is asked on, until :meth:`ex_refuse_name` is called with another name
+        or the driver is made again. Like injected failures, it leaves nothing behind."""
+        if kind not in _INJECTED_REASONS:
+            raise ValueError(f"unknown failure kind {kind!r}")
+        with self._fail_lock:
+            self._refused_names = {name: kind}
 
     def ex_vanish(self, uuid: str) -> bool:
         """Delete an instance behind the broker's back; true if it existed."""

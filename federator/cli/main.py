@@ -7,7 +7,15 @@ from typing import Annotated, Any
 
 import typer
 
-from federator.cli import admin, aggregates, client_commands, hosts, identity_cmd, policy_cmd
+from federator.cli import (
+    admin,
+    aggregates,
+    client_commands,
+    hosts,
+    identity_cmd,
+    policy_cmd,
+    vclusters,
+)
 from federator.cli.client import Credentials, use_credentials
 
 app = typer.Typer(
@@ -24,6 +32,7 @@ app.add_typer(identity_cmd.app, name="identity")
 client_commands.register(app)
 app.add_typer(hosts.app, name="host")
 aggregates.register(app)
+app.add_typer(vclusters.app, name="vcluster")
 
 
 def _os_option(name: str, help_text: str) -> Any:

@@ -259,11 +259,17 @@ class ClusterBuilder:
         """The plan does not exist: a new cluster is ERROR with nothing created; members
         that were being placed again roll the cluster back."""
         f = fault(_code(p.fault), p.message or "no plan", [f"blocked by {p.blocked_by}"])
-        if (
-            any(r.state == "replan" or r.attempts for r in todo)
-            or cluster.status != "BUILD"
-            or (self._has_placed(cluster.uuid))
-        ):
+        failed = [r for r in todo if r.attempts and (r.fault or {}).get("reason")]
+        if failed:
+            # A member that failed to build found no other place: that failure is the
+            # cluster's fault, the plan's verdict its detail.
+            reason = str((failed[0].fault or {})["reason"])
+            f = fault(
+                errors.BUILD_FAILED,
+                f"{reason}; no other place keeps the groupings ({p.message})",
+                [f"blocked by {p.blocked_by}"],
+            )
+        if failed or any(r.state == "replan" for r in todo) or self._has_placed(cluster.uuid):
             self._start_roll_back(cluster.uuid, f)
             return
         with self.ctx.api.write() as s:

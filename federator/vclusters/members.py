@@ -12,6 +12,7 @@ resumed after a crash picks up where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,7 @@ from federator.storage.models import (
     StoragePool,
     VClusterMember,
     Volume,
+    VolumeAttachment,
     utcnow,
 )
 from federator.vclusters.planner import SERVER, Assignment
@@ -344,6 +346,7 @@ def _remove_volume(ctx: ComputeContext, uuid: str) -> bool:
         storage = None if driver is None else driver.block_storage()
         if storage is not None:
             try:
+                _detach_all(ctx, storage, uuid)
                 storage.delete_volume(uuid)
             except VolumeNotFound:
                 pass
@@ -359,6 +362,29 @@ def _remove_volume(ctx: ComputeContext, uuid: str) -> bool:
             .values(status="deleted", deleted=True, deleted_at=now, updated_at=now)
         )
     return True
+
+
+def _detach_all(ctx: ComputeContext, storage: Any, uuid: str) -> None:
+    """Detach the volume from every server still holding it (a member removed by an
+    update while its server stays), then forget the attachments.
+
+    :raises DriverError: the cloud could not detach it; nothing is forgotten.
+    """
+    with ctx.api.read() as s:
+        servers = list(
+            s.scalars(
+                select(VolumeAttachment.server_uuid).where(VolumeAttachment.volume_uuid == uuid)
+            )
+        )
+    for server in servers:
+        with contextlib.suppress(VolumeNotFound, InstanceNotFound):
+            storage.detach_volume(uuid, server)
+        with ctx.api.write() as s:
+            s.execute(
+                delete(VolumeAttachment).where(
+                    VolumeAttachment.volume_uuid == uuid, VolumeAttachment.server_uuid == server
+                )
+            )
 
 
 def release_claim(ctx: ComputeContext, row: VClusterMember) -> None:
