@@ -232,3 +232,19 @@ def test_a_member_refused_on_every_host_rolls_the_whole_cluster_back(
     for zone in ("local", "cloud"):
         assert _in_cloud(live, zone) == ([], [])
     _ledger_empty(live)
+
+
+@pytest.mark.slow
+def test_every_member_is_listed_by_the_openstack_cli(live: LiveBroker, tmp_path: Path) -> None:
+    from tests.functional.test_openstack_clients import openstack_env, os_json
+
+    c = vc.wait(live, vc.create(live, vc.use_case_2()))
+    assert c["status"] == "ACTIVE", c
+    m = vc.members(c)
+    env = openstack_env(live, tmp_path)
+    servers = {s["ID"]: s for s in os_json(env, "server", "list")}
+    assert {m["db-server-1"]["id"], m["db-server-2"]["id"]} == set(servers)
+    assert {s["Name"] for s in servers.values()} == {"db-server-1", "db-server-2"}
+    volumes = {v["ID"]: v for v in os_json(env, "volume", "list")}
+    assert {m["db-vol-1"]["id"], m["db-vol-2"]["id"]} == set(volumes)
+    assert {v["Status"] for v in volumes.values()} == {"in-use"}
