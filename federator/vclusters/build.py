@@ -56,6 +56,7 @@ from federator.vclusters.planner import (
 )
 from federator.vclusters.spec import ClusterSpec, parse_cluster
 from federator.volumes import records as vr
+from federator.volumes.service import VolumeQuotaExceeded
 
 LOG = logging.getLogger(__name__)
 
@@ -83,6 +84,8 @@ def fault(code: str, message: str, details: Sequence[str] = ()) -> dict[str, Any
 
 
 def _code(planner_fault: str | None) -> str:
+    if planner_fault == "quota":
+        return errors.QUOTA_EXCEEDED
     return errors.GROUP_POLICY if planner_fault == GROUP_POLICY else errors.NO_VALID_HOST
 
 
@@ -215,6 +218,12 @@ class ClusterBuilder:
                 )
             except _Gone:
                 return
+            except VolumeQuotaExceeded as exc:
+                self._unplaceable(
+                    cluster, todo, Plan(fault="quota", blocked_by="project volume quota",
+                                        message=exc.message)
+                )  # fmt: skip
+                return
             if claimed.ok:
                 LOG.info(
                     "vcluster %s: %d member(s) claimed (%s)",
@@ -247,6 +256,14 @@ class ClusterBuilder:
             )
             if moved.rowcount != 1:  # type: ignore[attr-defined]
                 raise _Gone()
+            if cluster.phase == "planning" and cluster.status == "BUILD":
+                mb.volume_quota(
+                    self.ctx,
+                    s,
+                    cluster.project_id,
+                    spec,
+                    [a.member for a in p.assignments if rows[a.member].state == "planned"],
+                )
             for a in p.assignments:
                 mb.record(
                     s, self.ctx, rows[a.member], by_name[a.member], a, cluster=cluster.uuid,
@@ -438,7 +455,7 @@ class ClusterBuilder:
                 ServerGroupSpec(
                     uuid=gid,
                     name=f"{cluster.name}-{g.name}",
-                    policy=g.rule.policy if g.rule.hard else f"soft-{g.rule.policy}",
+                    policy=g.rule.policy,
                     project_id=cluster.project_id,
                     broker_id=self.ctx.settings.broker_id,
                     max_server_per_host=None if g.rule.affinity else g.rule.max_per_host,

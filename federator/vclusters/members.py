@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,9 +49,11 @@ from federator.storage.models import (
     utcnow,
 )
 from federator.vclusters.planner import SERVER, Assignment
+from federator.vclusters.spec import ClusterSpec
 from federator.vclusters.spec import InstanceSpec as MemberSpec
 from federator.volumes import claims as storage_claims
 from federator.volumes import records as vr
+from federator.volumes.service import check_project_quota
 
 LOG = logging.getLogger(__name__)
 
@@ -393,3 +396,16 @@ def release_claim(ctx: ComputeContext, row: VClusterMember) -> None:
         server_claims.release(ctx.api, row.uuid)
     else:
         storage_claims.release(ctx.api, row.uuid)
+
+
+def volume_quota(
+    ctx: ComputeContext, s: Session, project_id: str, spec: ClusterSpec, names: Sequence[str]
+) -> None:
+    """The volumes among ``names`` fit the project's volume quotas.
+
+    :raises VolumeQuotaExceeded: (413) they do not.
+    """
+    wanted = set(names)
+    sizes = [i.size_gb for i in spec.instances if i.kind != SERVER and i.name in wanted]
+    if sizes:
+        check_project_quota(ctx, s, project_id, sum(sizes), len(sizes))

@@ -31,6 +31,7 @@ from federator.storage.models import (
 )
 from federator.vclusters import build as vbuild
 from federator.vclusters.claims import claim_plan
+from federator.vclusters.members import volume_quota
 from federator.vclusters.planner import SERVER, Plan
 from federator.vclusters.spec import ClusterSpec, parse_cluster
 
@@ -121,6 +122,7 @@ class VClusterService:
                 )
             )  # fmt: skip
             s.flush()
+            volume_quota(self.ctx, s, rc.project_id, spec, [i.name for i in spec.instances])
             for i in spec.instances:
                 s.add(_member_row(uuid, i.name, i.kind, now))
             taskqueue.enqueue(s, uuid, vbuild.BUILD)
@@ -270,6 +272,7 @@ class VClusterService:
             )  # fmt: skip
             if moved.rowcount != 1:
                 raise Conflict(reason=f"vcluster {uuid} changed meanwhile; try again")
+            volume_quota(self.ctx, s, current.project_id, spec, added)
             for row in new_rows.values():
                 s.add(row)
             s.flush()

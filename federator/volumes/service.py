@@ -105,26 +105,7 @@ class VolumeService:
         return self.get(rc, uuid)
 
     def _check_project_quota(self, s: Session, project_id: str, size: int) -> None:
-        cfg = self.ctx.settings.volumes
-        if cfg.project_volumes is None and cfg.project_gigabytes is None:
-            return
-        if not self.ctx.api.is_sqlite:  # one project's creates counted one at a time
-            s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key(project_id)})
-        count, gigabytes = s.execute(
-            select(func.count(), func.coalesce(func.sum(Volume.size_gb), 0)).where(
-                Volume.project_id == project_id, Volume.deleted.is_(False)
-            )
-        ).one()
-        if cfg.project_volumes is not None and count + 1 > cfg.project_volumes:
-            raise VolumeQuotaExceeded(
-                reason=f"VolumeLimitExceeded: maximum number of volumes allowed "
-                f"({cfg.project_volumes}) exceeded for quota 'volumes'"
-            )
-        if cfg.project_gigabytes is not None and gigabytes + size > cfg.project_gigabytes:
-            raise VolumeQuotaExceeded(
-                reason=f"VolumeSizeExceedsAvailableQuota: requested volume of {size}G exceeds "
-                f"the project's gigabytes quota: {gigabytes}G of {cfg.project_gigabytes}G used"
-            )
+        check_project_quota(self.ctx, s, project_id, size)
 
     def get(self, rc: RequestContext, uuid: str) -> VolumeView:
         """:raises NotFound: unknown, deleted, or another project's (unless admin)."""
@@ -517,3 +498,33 @@ def _lock_key(project_id: str) -> int:
 
 def _attach_key(server_uuid: str) -> int:
     return zlib.crc32(f"volume-attach:{server_uuid}".encode()) & 0x7FFFFFFF
+
+
+def check_project_quota(
+    ctx: ComputeContext, s: Session, project_id: str, size: int, count: int = 1
+) -> None:
+    """Inside the caller's transaction: ``count`` more volumes of ``size`` GiB in all stay
+    within the project's volume quotas.
+
+    :raises VolumeQuotaExceeded: they would not.
+    """
+    cfg = ctx.settings.volumes
+    if cfg.project_volumes is None and cfg.project_gigabytes is None:
+        return
+    if not ctx.api.is_sqlite:  # one project's creates counted one at a time
+        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key(project_id)})
+    n, gigabytes = s.execute(
+        select(func.count(), func.coalesce(func.sum(Volume.size_gb), 0)).where(
+            Volume.project_id == project_id, Volume.deleted.is_(False)
+        )
+    ).one()
+    if cfg.project_volumes is not None and n + count > cfg.project_volumes:
+        raise VolumeQuotaExceeded(
+            reason=f"VolumeLimitExceeded: maximum number of volumes allowed "
+            f"({cfg.project_volumes}) exceeded for quota 'volumes'"
+        )
+    if cfg.project_gigabytes is not None and gigabytes + size > cfg.project_gigabytes:
+        raise VolumeQuotaExceeded(
+            reason=f"VolumeSizeExceedsAvailableQuota: requested volume of {size}G exceeds "
+            f"the project's gigabytes quota: {gigabytes}G of {cfg.project_gigabytes}G used"
+        )

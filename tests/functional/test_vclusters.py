@@ -248,3 +248,28 @@ def test_every_member_is_listed_by_the_openstack_cli(live: LiveBroker, tmp_path:
     volumes = {v["ID"]: v for v in os_json(env, "volume", "list")}
     assert {m["db-vol-1"]["id"], m["db-vol-2"]["id"]} == set(volumes)
     assert {v["Status"] for v in volumes.values()} == {"in-use"}
+
+
+def test_tenancy_and_the_project_volume_quota(
+    tmp_path: Path, live_broker_factory: Factory
+) -> None:
+    settings = make_settings(
+        tmp_path,
+        zones=[sim_zone("local", "local", hosts=4, volume_pool_gb=100)],
+        policy={"version": "vc-t", "zones": {"local": {}}},
+        tenants=["proj-a", "proj-b"],
+        volumes={"project_volumes": 1},
+    )
+    live = live_broker_factory(settings)
+    a, b = live.member("proj-a"), live.member("proj-b")
+    refused = a.post(f"{live.compute}/vclusters", json=vc.use_case_2())
+    assert refused.status_code == 413, refused.text
+    assert "volumes" in refused.text
+    assert a.get(f"{live.compute}/vclusters").json()["vclusters"] == []
+    cid = vc.create(live, vc.use_case_1(), client=a)
+    assert vc.wait(live, cid)["status"] == "ACTIVE"
+    assert b.get(f"{live.compute}/vclusters/{cid}").status_code == 404
+    assert b.delete(f"{live.compute}/vclusters/{cid}").status_code == 404
+    assert b.get(f"{live.compute}/vclusters").json()["vclusters"] == []
+    everyone = live.client.get(f"{live.compute}/vclusters?all_tenants=1").json()["vclusters"]
+    assert [c["id"] for c in everyone] == [cid]
