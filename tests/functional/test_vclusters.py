@@ -202,6 +202,13 @@ def test_an_update_that_would_break_a_grouping_is_409_and_changes_nothing(
     assert after["status"] == "ACTIVE"
     assert after["instances"] == before["instances"]
     assert len(_servers(live)) == 2
+    from sqlalchemy import func, select
+
+    from federator.storage.models import VClusterMember
+
+    with live.broker.ctx.api.read() as s:
+        retried = s.scalar(select(func.sum(VClusterMember.attempts)))
+    assert retried == 1  # the refused member was placed again once
 
 
 def test_a_member_refused_on_every_host_rolls_the_whole_cluster_back(
@@ -273,3 +280,27 @@ def test_tenancy_and_the_project_volume_quota(
     assert b.get(f"{live.compute}/vclusters").json()["vclusters"] == []
     everyone = live.client.get(f"{live.compute}/vclusters?all_tenants=1").json()["vclusters"]
     assert [c["id"] for c in everyone] == [cid]
+
+
+def test_a_member_refused_once_is_placed_again_with_its_volume_under_the_rules(
+    live: LiveBroker,
+) -> None:
+    live.broker.ctx.drivers["local"].ex_inject("capacity", 1)  # the first create fails
+    c = vc.wait(live, vc.create(live, vc.use_case_2()))
+    assert c["status"] == "ACTIVE", c
+    m = vc.members(c)
+    s1, s2, v1, v2 = (m[n] for n in ("db-server-1", "db-server-2", "db-vol-1", "db-vol-2"))
+    assert s1["host"] != s2["host"]
+    assert (v1["host"], v2["host"]) == (s1["host"], s2["host"])
+    assert v1["attached_to"] == s1["id"] and v2["attached_to"] == s2["id"]
+    servers, volumes = _in_cloud(live, "local")
+    assert sorted(servers) == sorted([s1["id"], s2["id"]])
+    assert sorted(volumes) == sorted([v1["id"], v2["id"]])
+    assert len(_servers(live)) == 2
+    from sqlalchemy import func, select
+
+    from federator.storage.models import VClusterMember
+
+    with live.broker.ctx.api.read() as s:
+        retried = s.scalar(select(func.sum(VClusterMember.attempts)))
+    assert retried == 1  # the refused member was placed again once
