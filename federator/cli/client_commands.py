@@ -281,7 +281,8 @@ def monitor_events(
     kind: Annotated[
         str | None,
         typer.Option(
-            "--kind", help="Only this kind: orphan, vanished, zone_down, zone_up, drift or volume."
+            "--kind",
+            help="Only this kind: orphan, vanished, zone_down, zone_up, drift, volume or vcluster.",
         ),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="Most events.")] = 100,

@@ -12,6 +12,7 @@ from federator.compute.zonestate import record_zone_failure, record_zone_success
 from federator.driver import DriverError
 from federator.hosts.inventory import sync_hosts
 from federator.monitor.capabilities import poll_capabilities, store_report
+from federator.vclusters.health import check_clusters
 from federator.volumes.pools import sync_pools
 
 LOG = logging.getLogger(__name__)
@@ -78,6 +79,12 @@ def _refresh_pools(ctx: ComputeContext, zone: str) -> str:
 def refresh_hosts_cache(ctx: ComputeContext) -> str:
     ctx.hosts.reload()
     return f"{len(ctx.hosts.table)} host(s) cached"
+
+
+def vcluster_health(ctx: ComputeContext) -> str:
+    """The ``vclusters`` job: built clusters DEGRADED when a member has gone wrong, ACTIVE
+    again when every member is fine (:func:`federator.vclusters.health.check_clusters`)."""
+    return str(check_clusters(ctx))
 
 
 def heartbeat(ctx: ComputeContext, stale_after: float) -> str:

@@ -1,8 +1,10 @@
 """APScheduler wiring for the monitor.
 
-Per zone, three jobs: ``load:<zone>`` (health probe and host inventory), ``sync:<zone>``
-(records, vanished instances and remote usage from the driver's listing) and
-``orphans:<zone>``; plus the node heartbeat and the scheduler cache refresh. A zone whose
+Per zone: ``load:<zone>`` (health probe and host inventory), ``sync:<zone>``
+(records, vanished instances and remote usage from the driver's listing),
+``orphans:<zone>``, and ``volumes:<zone>`` where the zone holds volumes; plus the node
+heartbeat, the scheduler cache refresh and ``vclusters`` (built virtual clusters DEGRADED
+when a member has gone wrong, ACTIVE again when every member is fine). A zone whose
 driver has events (``watch``) also gets ``events:<zone>``: each event brings that one
 record up to date at once, on the same thread pool, without waiting for the next sync. The thread
 pool has a thread for every job, so a slow or unreachable zone never delays another zone
@@ -36,7 +38,9 @@ class Monitor:
         self.records: dict[str, JobRecord] = {}
         self.memory = {z.name: ZoneMemory() for z in ctx.settings.zones}
         self._cancels: list[Callable[[], None]] = []
-        workers = 3 * len(ctx.settings.zones) + 2
+        # Up to four jobs per zone (load, sync, orphans, volumes) and three for the node
+        # (heartbeat, hosts-cache, vclusters).
+        workers = 4 * len(ctx.settings.zones) + 3
         self._scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(workers)},
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": 30},
@@ -69,6 +73,7 @@ class Monitor:
             if self.ctx.drivers[name].block_storage() is not None:
                 self._add(f"volumes:{name}", mon.sync_interval, volume_sync, self.ctx, name)
         self._add("hosts-cache", mon.load_interval, jobs.refresh_hosts_cache, self.ctx)
+        self._add("vclusters", mon.vcluster_interval, jobs.vcluster_health, self.ctx)
         self._scheduler.start()
         for zone in self.ctx.settings.zones:
             self._watch(zone.name)

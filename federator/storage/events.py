@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from federator.storage.db import Database
 from federator.storage.models import MonitorEvent, utcnow
 
-EventKind = Literal["orphan", "vanished", "zone_down", "zone_up", "drift", "volume"]
+EventKind = Literal["orphan", "vanished", "zone_down", "zone_up", "drift", "volume", "vcluster"]
 EVENT_KINDS: Final[tuple[str, ...]] = get_args(EventKind)
 MAX_DETAIL = 2000
 
