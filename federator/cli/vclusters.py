@@ -461,6 +461,8 @@ def _settle_and_show(
     if wait:
         deadline = time.monotonic() + wait_timeout
         with progress(json_out) as report:
+            # The answer is the state the request left: BUILD, with what is yet to change.
+            report.report(answer)
             cluster = wait_settled(client, str(answer["id"]), report, deadline, wait_timeout)
     if json_out:
         emit_json({"vcluster": cluster})
