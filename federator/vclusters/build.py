@@ -234,6 +234,11 @@ class ClusterBuilder:
                 )  # fmt: skip
                 return
             last = f"{claimed.member}: {claimed.resource} was taken by another request"
+            # The claim re-read only the host that refused it. Hosts another broker filled
+            # look free in this broker's cache until its next reload, and planning again
+            # on them would lose one race per stale host: re-read the plan's zones.
+            for zone in sorted({a.zone for a in p.assignments}):
+                self.ctx.hosts.refresh_zone(zone)
         self._unplaceable(
             cluster, todo, Plan(fault="no_valid_host", blocked_by="claims", message=last)
         )
@@ -324,6 +329,9 @@ class ClusterBuilder:
             self._place(cluster)
             raise Retry(0.0, "members placed again")
         waiting: list[str] = []
+        # While an update builds, the members it kept are not its to judge (the monitor
+        # reports them): only what it added is built, waited for and placed again.
+        kept = _names(cluster.previous_spec) if cluster.previous_spec is not None else set()
         for r in rows:
             if r.kind != SERVER or r.state != "claimed":
                 continue
@@ -333,7 +341,7 @@ class ClusterBuilder:
                 raise Retry(0.0, f"{r.name} placed again")
             self._set_member(r.uuid, state="created")
         for r in rows:
-            if r.kind == SERVER and r.state in ("created", "claimed"):
+            if r.kind == SERVER and r.state in ("created", "claimed") and r.name not in kept:
                 state = mb.server_state(self.ctx, r.uuid)
                 if state == PowerState.BUILD.value and r.zone is not None:
                     state = mb.refresh_server(self.ctx, r.uuid, r.zone)
@@ -345,7 +353,7 @@ class ClusterBuilder:
                 if state != PowerState.ACTIVE.value:
                     waiting.append(r.name)
         for r in rows:
-            if r.kind == SERVER or r.state not in ("claimed", "created"):
+            if r.kind == SERVER or r.state not in ("claimed", "created") or r.name in kept:
                 continue
             built = mb.create_volume(self.ctx, r.uuid)
             if built.error is not None or built.state == vr.ERROR:
@@ -536,9 +544,9 @@ class ClusterBuilder:
                     update(VClusterMember)
                     .where(VClusterMember.cluster_uuid == cluster.uuid,
                            VClusterMember.state == "removing")
-                    .values(state="attached")
+                    .values(state="created")
                 )  # fmt: skip
-                values: dict[str, Any] = {"status": "ACTIVE", "spec": previous}
+                values: dict[str, Any] = {"status": "ACTIVE", "spec": previous, "fault": None}
             else:
                 values = {"status": "ERROR"}
             s.execute(
@@ -598,6 +606,10 @@ class ClusterBuilder:
 
 class _Gone(Exception):
     """The cluster was deleted while it was being placed: the claim rolls back."""
+
+
+def _names(spec: Mapping[str, Any]) -> set[str]:
+    return {str(i.get("name")) for i in spec.get("instances", [])}
 
 
 def _avoid(rows: Sequence[VClusterMember]) -> dict[str, frozenset[str | None]]:

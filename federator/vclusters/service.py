@@ -199,7 +199,10 @@ class VClusterService:
         attached: Mapping[str, str],
     ) -> MemberView:
         if r.state in ("planned", "failed", "replan"):
-            status = "ERROR" if r.state == "failed" or c.status == "ERROR" else "BUILD"
+            if c.status == "DELETING":
+                status = "DELETED" if r.state == "failed" else "DELETING"
+            else:
+                status = "ERROR" if r.state == "failed" or c.status == "ERROR" else "BUILD"
             return MemberView(r.name, r.kind, None, status, None, None, fault=r.fault)
         if r.kind == SERVER:
             view = self.compute.records.find(r.uuid)

@@ -156,10 +156,12 @@ def _server(
     flavor_ref, image_ref = spec.get("flavorRef"), spec.get("imageRef")
     flavor = settings.flavor(str(flavor_ref)) if flavor_ref is not None else None
     image = settings.image(str(image_ref)) if image_ref is not None else None
-    if flavor is None:
-        p.add(f"{at}.flavorRef", f"unknown flavor {flavor_ref!r}")
-    if image is None:
-        p.add(f"{at}.imageRef", f"unknown image {image_ref!r}")
+    for key, ref, found, what in (("flavorRef", flavor_ref, flavor, "flavor"),
+                                  ("imageRef", image_ref, image, "image")):  # fmt: skip
+        if ref is None:
+            p.add(f"{at}.{key}", f"required: the {what}'s id or name")
+        elif found is None:
+            p.add(f"{at}.{key}", f"unknown {what} {ref!r}")
     az = _zone(spec.get("availability_zone"), f"{at}.availability_zone", settings, p)
     for key in spec:
         if key not in ("flavorRef", "imageRef", "availability_zone", "metadata"):

@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from typing import Any
 
 import httpx
+from sqlalchemy import select
 
+from federator.storage.models import (
+    Allocation,
+    BuildRequest,
+    Host,
+    Instance,
+    InstanceMapping,
+    RequestSpec,
+    StoragePool,
+    VClusterMember,
+    Volume,
+    VolumeAllocation,
+    Zone,
+)
 from tests.conftest import LiveBroker
 
 SETTLED = frozenset({"ACTIVE", "ERROR", "DEGRADED"})
@@ -76,3 +91,100 @@ def wait(live: LiveBroker, cid: str, timeout: float = 60.0) -> dict[str, Any]:
 
 def members(c: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {m["name"]: m for m in c["instances"]}
+
+
+# --- larger clusters and what they leave behind -------------------------------------------
+
+
+def spread(
+    grouping_name: str,
+    rule: str,
+    count: int,
+    *,
+    prefix: str = "node",
+    extra: tuple[dict[str, Any], ...] = (),
+    **spec: Any,
+) -> dict[str, Any]:
+    """A cluster of ``count`` m1.small servers (``<prefix>-0`` ...) in one grouping
+    ``grouping_name`` of ``rule`` (``spec`` adds to its spec, e.g. ``scope="zone"``);
+    ``extra`` members join the cluster outside the grouping."""
+    names = [f"{prefix}-{n}" for n in range(count)]
+    return {"vcluster": {
+        "name": grouping_name,
+        "instances": [server(n) for n in names] + list(extra),
+        "groupings": [grouping(grouping_name, rule, *names, **spec)],
+    }}  # fmt: skip
+
+
+def member_ids(live: LiveBroker, cid: str) -> dict[str, str]:
+    """Every member's own id (server or volume uuid) by name, read from the broker's
+    database: the API shows no id for a member that was never placed."""
+    with live.broker.ctx.api.read() as s:
+        rows = s.execute(
+            select(VClusterMember.name, VClusterMember.uuid).where(
+                VClusterMember.cluster_uuid == cid
+            )
+        ).all()
+    return {name: uuid for name, uuid in rows}
+
+
+def leftovers(live: LiveBroker, uuids: Collection[str]) -> dict[str, list[str]]:
+    """What the broker's databases still hold for ``uuids``, by table: claims (server and
+    volume allocations), build requests, request specs, instance mappings, live volume rows
+    and live instance records in any cell. Empty lists everywhere: nothing is left."""
+    ids = list(uuids)
+    ctx = live.broker.ctx
+    found: dict[str, list[str]] = {}
+    with ctx.api.read() as s:
+        found["allocations"] = list(
+            s.scalars(select(Allocation.instance_uuid).where(Allocation.instance_uuid.in_(ids)))
+        )
+        found["volume_allocations"] = list(
+            s.scalars(
+                select(VolumeAllocation.volume_uuid).where(VolumeAllocation.volume_uuid.in_(ids))
+            )
+        )
+        found["build_requests"] = list(
+            s.scalars(select(BuildRequest.instance_uuid).where(BuildRequest.instance_uuid.in_(ids)))
+        )
+        found["request_specs"] = list(
+            s.scalars(select(RequestSpec.instance_uuid).where(RequestSpec.instance_uuid.in_(ids)))
+        )
+        found["instance_mappings"] = list(
+            s.scalars(
+                select(InstanceMapping.instance_uuid).where(InstanceMapping.instance_uuid.in_(ids))
+            )
+        )
+        found["volumes"] = list(
+            s.scalars(select(Volume.uuid).where(Volume.uuid.in_(ids), Volume.deleted.is_(False)))
+        )
+    found["instances"] = []
+    for cell, db in ctx.cells.items():
+        with db.read() as s:
+            found["instances"] += [
+                f"{cell}:{u}"
+                for u in s.scalars(
+                    select(Instance.uuid).where(Instance.uuid.in_(ids), Instance.deleted.is_(False))
+                )
+            ]
+    return found
+
+
+def used_capacity(live: LiveBroker) -> list[str]:
+    """Every host, zone and storage pool whose usage counters are not all zero, with them
+    (``local/local-host-0: ...``); an empty list when the broker holds no claim at all."""
+    used: list[str] = []
+    with live.broker.ctx.api.read() as s:
+        for h in s.scalars(select(Host)):
+            on_host = (h.vcpus_used, h.ram_used_mb, h.disk_used_gb, h.instances)
+            if any(on_host):
+                used.append(f"host {h.zone}/{h.name}: {on_host}")
+        for z in s.scalars(select(Zone)):
+            in_zone = (z.vcpus_used, z.ram_used_mb, z.disk_used_gb, z.instances,
+                        z.volume_gb_used, z.volumes)  # fmt: skip
+            if any(in_zone):
+                used.append(f"zone {z.name}: {in_zone}")
+        for p in s.scalars(select(StoragePool)):
+            if p.used_gb or p.volumes:
+                used.append(f"pool {p.zone}/{p.name}: {(p.used_gb, p.volumes)}")
+    return used

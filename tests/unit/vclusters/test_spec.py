@@ -145,3 +145,12 @@ def test_shapes(settings: Settings) -> None:
     assert problems(doc, settings) == {
         "vcluster.instances[0].spec.availability_zone": "unknown availability zone 'mars'"
     }
+
+
+def test_a_server_without_flavor_or_image_is_told_they_are_required() -> None:
+    body = {"vcluster": {"name": "x", "instances": [{"name": "s", "type": "server", "spec": {}}]}}
+    with pytest.raises(BadRequest) as err:
+        parse_cluster(body, Settings())
+    fields = {p["field"]: p["message"] for p in err.value.problems}
+    assert fields["vcluster.instances[0].spec.flavorRef"].startswith("required")
+    assert fields["vcluster.instances[0].spec.imageRef"].startswith("required")
