@@ -297,3 +297,15 @@ def test_a_member_refused_once_is_placed_again_with_its_volume_under_the_rules(
     with live.broker.ctx.api.read() as s:
         retried = s.scalar(select(func.sum(VClusterMember.attempts)))
     assert retried == 1  # the refused member was placed again once
+
+
+@pytest.mark.parametrize("example", ["vcluster-web.json", "vcluster-db.json"])
+def test_the_documented_examples_become_active(live: LiveBroker, example: str) -> None:
+    import json
+
+    body = json.loads((Path(__file__).parents[2] / "docs" / "examples" / example).read_text())
+    c = vc.wait(live, vc.create(live, body))
+    assert c["status"] == "ACTIVE", c
+    for m in c["instances"]:
+        if m["type"] == "volume":
+            assert m["attached_to"] and m["status"] == "in-use"
