@@ -198,13 +198,16 @@ def create_server(ctx: ComputeContext, uuid: str, server_group: str | None) -> B
     return Built(remote.state.value)
 
 
-def _forget_server(ctx: ComputeContext, zone: str, uuid: str) -> None:
+def _forget_server(ctx: ComputeContext, zone: str, uuid: str) -> bool:
+    """Delete the server in its cloud, if it is there; False when the cloud failed."""
     try:
         ctx.drivers[zone].delete(uuid)
     except InstanceNotFound:
         pass
     except DriverError as exc:
-        LOG.warning("vcluster member %s: cleanup in %s failed: %s", uuid, zone, exc)
+        LOG.warning("vcluster member %s: delete in %s failed: %s", uuid, zone, exc)
+        return False
+    return True
 
 
 def server_state(ctx: ComputeContext, uuid: str) -> str | None:
@@ -323,14 +326,8 @@ def _remove_server(ctx: ComputeContext, uuid: str, zone: str | None) -> bool:
         with ctx.api.read() as s:
             if s.get(InstanceMapping, uuid) is not None:
                 return False
-    elif zone is not None and zone in ctx.drivers:
-        try:
-            ctx.drivers[zone].delete(uuid)
-        except InstanceNotFound:
-            pass
-        except DriverError as exc:
-            LOG.warning("vcluster member %s: delete in %s failed: %s", uuid, zone, exc)
-            return False
+    elif zone is not None and zone in ctx.drivers and not _forget_server(ctx, zone, uuid):
+        return False
     server_claims.release(ctx.api, uuid)
     with ctx.api.write() as s:
         s.execute(delete(BuildRequest).where(BuildRequest.instance_uuid == uuid))
