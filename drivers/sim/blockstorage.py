@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 import secrets
 import threading
+import time
 import uuid as uuidlib
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -83,6 +84,8 @@ class SimBlockStorage(BlockStorage):
         self._clock = clock
         self._injected: deque[VolumeInjectKind] = deque()
         self._inject_lock = threading.Lock()
+        self.sleep: Callable[[float], None] = time.sleep
+        """How the simulated create latency waits (replace it to control time)."""
 
     # --- the contract ------------------------------------------------------------------
 
@@ -124,6 +127,8 @@ class SimBlockStorage(BlockStorage):
             self._maybe_fail(spec.uuid)
             if spec.size_gb < 1:
                 raise SimError("permanent", f"volume size must be at least 1 GB: {spec.size_gb}")
+            if self._options.volume_delay_ms:
+                self.sleep(self._options.volume_delay_ms / 1000)
             with self._store.atomic():
                 existing = self._store.get_volume(spec.uuid)
                 if existing is not None:  # a concurrent create of the same uuid won

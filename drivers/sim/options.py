@@ -39,6 +39,9 @@ class SimOptions(DriverOptions):
     )
     seed: int | None = Field(default=None, description="seed for repeatable failures")
     boot_delay_ms: int = Field(default=0, ge=0, description="simulated latency of create")
+    volume_delay_ms: int = Field(
+        default=0, ge=0, description="simulated latency of a volume's create"
+    )
     persist: bool = Field(default=True, description="keep state in <data_dir>/sim.sqlite")
     volumes: bool = Field(default=True, description="hold block-storage volumes")
     volume_pools: VolumePools = Field(

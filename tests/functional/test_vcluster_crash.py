@@ -7,7 +7,9 @@ the test checks in the databases and the sim's state store after the kill:
 
 * ``early``: right after the create was accepted (nothing, or only the claims, done);
 * ``mid``: some servers exist in the sim, the cluster still BUILD;
-* ``late``: most servers exist, the cluster still BUILD.
+* ``late``: most servers exist, the cluster still BUILD;
+* ``volumes``: every server exists and some volumes (the sim takes VOLUME_DELAY_MS per
+  volume), the cluster still BUILD.
 
 After the restart the cluster ends ACTIVE with every member, or ERROR with nothing left:
 the sim's stored servers and volumes are exactly the ACTIVE members the broker records (no
@@ -47,7 +49,9 @@ pytestmark = pytest.mark.slow
 SERVERS = 10
 HOSTS = 12
 BOOT_DELAY_MS = 250  # ten servers one after another: a build of about 2.5 s
-KILL_AFTER = {"early": 0, "mid": 2, "late": 7}  # servers the sim must hold first
+VOLUME_DELAY_MS = 150
+# (servers, volumes) the cluster must show built before the kill
+KILL_AFTER = {"early": (0, 0), "mid": (2, 0), "late": (7, 0), "volumes": (SERVERS, 2)}
 
 
 def cluster_body() -> dict[str, Any]:
@@ -67,7 +71,15 @@ def cluster_body() -> dict[str, Any]:
 def config(tmp_path: Path) -> Path:
     data = settings_data(
         tmp_path,
-        zones=[sim_zone("local", "local", hosts=HOSTS, boot_delay_ms=BOOT_DELAY_MS)],
+        zones=[
+            sim_zone(
+                "local",
+                "local",
+                hosts=HOSTS,
+                boot_delay_ms=BOOT_DELAY_MS,
+                volume_delay_ms=VOLUME_DELAY_MS,
+            )
+        ],
         policy={"version": "vc-crash", "zones": {"local": {}}},
         workers={"count": 4, "poll_interval": 0.1},
     )
@@ -103,6 +115,17 @@ def sim_servers(settings: Settings) -> set[str]:
         return {r.uuid for d in drivers.values() for b in d.list_instances() for r in b}
 
 
+def sim_volumes(settings: Settings) -> set[str]:
+    """The volumes in the sim's state store."""
+    with sim_drivers(settings) as drivers:
+        found = set()
+        for d in drivers.values():
+            storage = d.block_storage()
+            if storage is not None:
+                found |= {v.uuid for b in storage.list_volumes() for v in b}
+        return found
+
+
 def stored(settings: Settings, cid: str) -> tuple[str, str, tuple[int, int]]:
     """The stopped broker's view: the cluster's status and phase, and its (running,
     queued) tasks of any kind."""
@@ -117,12 +140,17 @@ def stored(settings: Settings, cid: str) -> tuple[str, str, tuple[int, int]]:
         dbs.dispose()
 
 
-def built_servers(client: httpx.Client, url: str, cid: str) -> int:
+def built(client: httpx.Client, url: str, cid: str) -> tuple[int, int]:
+    """How many servers are ACTIVE and volumes made (no longer BUILD/creating)."""
     r = client.get(f"{url}/compute/v2.1/vclusters/{cid}")
     assert r.status_code == 200, r.text
     c = r.json()["vcluster"]
     assert c["status"] == "BUILD", f"the build ended before the kill point: {c['status']}"
-    return sum(m["type"] == "server" and m["status"] == "ACTIVE" for m in c["instances"])
+    servers = sum(m["type"] == "server" and m["status"] == "ACTIVE" for m in c["instances"])
+    volumes = sum(
+        m["type"] == "volume" and m["status"] not in ("BUILD", "creating") for m in c["instances"]
+    )
+    return servers, volumes
 
 
 def wait_settled(daemon: Daemon, cid: str, timeout: float = 60) -> dict[str, Any]:
@@ -150,7 +178,11 @@ def test_sigkill_during_a_cluster_build_then_restart_leaves_all_or_nothing(
         assert r.status_code == 202, r.text
         cid = r.json()["vcluster"]["id"]
         deadline = time.monotonic() + 30
-        while built_servers(client, first.url, cid) < KILL_AFTER[point]:
+        want_servers, want_volumes = KILL_AFTER[point]
+        while True:
+            servers_built, volumes_built = built(client, first.url, cid)
+            if servers_built >= want_servers and volumes_built >= want_volumes:
+                break
             assert time.monotonic() < deadline, f"the build did not progress:\n{tail(first.log)}"
             time.sleep(0.02)
     first.kill()
@@ -159,8 +191,12 @@ def test_sigkill_during_a_cluster_build_then_restart_leaves_all_or_nothing(
     status, phase, (running, queued) = stored(settings, cid)
     assert (status, phase) in {("BUILD", "planning"), ("BUILD", "building")}, (status, phase)
     assert running + queued >= 1
-    in_sim = sim_servers(settings)
-    assert KILL_AFTER[point] <= len(in_sim) < SERVERS, f"{len(in_sim)} servers at the kill"
+    in_sim, volumes_in_sim = sim_servers(settings), sim_volumes(settings)
+    if want_volumes:
+        assert len(in_sim) == SERVERS
+        assert want_volumes <= len(volumes_in_sim) < SERVERS, f"{len(volumes_in_sim)} volumes"
+    else:
+        assert want_servers <= len(in_sim) < SERVERS, f"{len(in_sim)} servers at the kill"
 
     second = Daemon.start(config, tmp_path, 2)
     daemons.append(second)
