@@ -57,7 +57,15 @@ from federator.compute.context import ComputeContext
 from federator.storage.models import Allocation, Host, StoragePool, VolumeAllocation, Zone
 from federator.vclusters.claims import claim_plan
 from federator.vclusters.inputs import gather
-from federator.vclusters.planner import SERVER, Assignment, Member, Plan, ZoneOption, plan
+from federator.vclusters.planner import (
+    SERVER,
+    Assignment,
+    Member,
+    Plan,
+    PoolColumns,
+    ZoneOption,
+    plan,
+)
 from federator.vclusters.spec import ClusterSpec, parse_cluster
 from federator.volumes import claims as volume_claims
 
@@ -114,12 +122,16 @@ def check_plan(p: Plan, members: Sequence[Member], zones: Sequence[ZoneOption]) 
     hosts = {(a.zone, a.host) for a in servers.values()}
     if None in {h for _, h in hosts} or len(hosts) != len(servers):
         return f"{len(servers)} servers on {len(hosts)} distinct hosts"
-    pool_hosts = {(z.name, pool.name): pool.host for z in zones for pool in z.pools}
+    # Read from the columns: a PoolSlot per pool, untimed, would still feed the collector.
+    pool_hosts: dict[str, dict[str, str | None]] = {}
+    for z in zones:
+        cols = PoolColumns.of(z.pools)
+        pool_hosts[z.name] = dict(zip(cols.names, cols.hosts, strict=True))
     for a in p.assignments:
         if kinds[a.member] == SERVER:
             continue
         s = servers[a.member.replace("volume-", "server-")]
-        if (a.zone, pool_hosts.get((a.zone, a.pool or ""))) != (s.zone, s.host):
+        if (a.zone, pool_hosts.get(a.zone, {}).get(a.pool or "")) != (s.zone, s.host):
             return f"{a.member} in pool {a.pool} of zone {a.zone}, its server on {s.host}"
     return None
 

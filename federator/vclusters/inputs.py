@@ -24,15 +24,18 @@ aggregate, not in maintenance, tenant isolation), with its free vCPUs, RAM and d
 its availability zone. Rules that depend on one server's flavor or image (flavor extra
 specs, image properties, per-host instance limits) are not judged here: the planner's
 members carry sizes only. Storage is the zone's reported pools with their free space.
+Both reach the planner as columns (:class:`~federator.vclusters.planner.HostColumns`,
+:class:`~federator.vclusters.planner.PoolColumns`), not an object per host or pool.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import Integer, Table, func, select, type_coerce
 
 from federator.compute import claims as server_claims
 from federator.compute.context import ComputeContext
@@ -50,7 +53,14 @@ from federator.policy.evaluate import (
 )
 from federator.scheduler.request import HostRequest
 from federator.storage.models import StoragePool
-from federator.vclusters.planner import SERVER, VOLUME, HostSlot, Member, PoolSlot, ZoneOption
+from federator.vclusters.planner import (
+    SERVER,
+    VOLUME,
+    HostColumns,
+    Member,
+    PoolColumns,
+    ZoneOption,
+)
 from federator.volumes import claims as storage_claims
 from federator.volumes.placement import (
     StorageLoad,
@@ -63,6 +73,10 @@ from federator.volumes.worker import storage_loads
 
 __all__ = ["ClusterInputs", "ZoneCeilings", "gather", "zone_options"]
 
+# The table, not the mapped class: a Core query hands back plain rows, without the ORM's
+# work per row (10,000 pools are read for one decision).
+_POOLS = cast(Table, StoragePool.__table__)
+_POOL_BATCH = 500
 NO_SERVERS = Limits(instances=0)
 """The ceilings of a zone the policy lets take no server of this cluster."""
 _SERVER_LEFT = ("instances_left", "vcpus_left", "ram_mb_left")
@@ -241,7 +255,7 @@ def _zone(
 ) -> tuple[ZoneOption, ZoneCeilings]:
     """The zone as the planner sees it, and the ceilings its claims take."""
     limits, thresholded = NO_SERVERS, False
-    hosts: list[HostSlot] = []
+    hosts: HostColumns | tuple[()] = ()
     left: dict[str, int | None] = {}
     if demand.servers and cand is not None and load is not None:
         limits, thresholded = cand.limits, cand.thresholded
@@ -251,13 +265,14 @@ def _zone(
             ram_mb_left=_left(limits.ram_mb, load.ram_used_mb),
         )
         if mode is ZoneMode.HOSTS:
-            hosts = _hosts(ctx, name, project_id, demand.smallest)
+            found = _hosts(ctx, name, project_id, demand.smallest)
+            hosts = found if len(found) else ()
     elif demand.servers:
         left["instances_left"] = 0
     gb_limit: int | None = 0
     volumes_limit: int | None = 0
     storage_thresholded = False
-    pools: list[PoolSlot] = []
+    pools: PoolColumns | tuple[()] = ()
     if demand.volumes and vcand is not None and sload is not None:
         gb_limit, volumes_limit = vcand.gb_limit, vcand.volumes_limit
         storage_thresholded = vcand.thresholded
@@ -273,8 +288,8 @@ def _zone(
         name=name,
         mode=mode,
         az=name,
-        hosts=tuple(hosts),
-        pools=tuple(pools),
+        hosts=hosts,
+        pools=pools,
         shared_storage=True if storage is None else storage.storage_capabilities().shared,
         **left,
     )
@@ -284,9 +299,10 @@ def _zone(
 
 def _hosts(
     ctx: ComputeContext, zone: str, project_id: str, smallest: tuple[int, int, int]
-) -> list[HostSlot]:
+) -> HostColumns:
     """The zone's hosts that pass the scheduler's filters for the smallest server, with
-    what each has free (allocation ratios applied)."""
+    what each has free (allocation ratios applied): columns copied from the scheduler's
+    host table under its lock, so the planner sees one consistent state."""
     vcpus, ram_mb, disk_gb = smallest
     req = HostRequest(zone=zone, vcpus=vcpus, ram_mb=ram_mb, disk_gb=disk_gb,
                       project_id=project_id)  # fmt: skip
@@ -297,25 +313,44 @@ def _hosts(
         for f in ctx.scheduler.filters:
             f.apply(table, sl, req, passed)
         rel = np.flatnonzero(passed)
-        free_vcpus = table.free_vcpus(sl)[rel].tolist()
-        free_ram = table.free_ram_mb(sl)[rel].tolist()
-        free_disk = table.free_disk_gb(sl)[rel].tolist()
-        positions = (rel + sl.start).tolist()
-        return [
-            HostSlot(table.name_at(i), table.az_at(i), v, r, d)
-            for i, v, r, d in zip(positions, free_vcpus, free_ram, free_disk, strict=True)
-        ]
+        positions = rel + sl.start
+        az_names = [""] * len(table.az_codes)
+        for az, code in table.az_codes.items():
+            az_names[code] = az
+        return HostColumns(
+            list(map(table.name_at, positions.tolist())),
+            table.az_code[positions],
+            az_names,
+            table.free_vcpus(sl)[rel],
+            table.free_ram_mb(sl)[rel],
+            table.free_disk_gb(sl)[rel],
+        )
 
 
-def _pools(ctx: ComputeContext, zone: str) -> list[PoolSlot]:
-    """The zone's reported pools with their free space (None: unbounded)."""
+def _pools(ctx: ComputeContext, zone: str) -> PoolColumns | tuple[()]:
+    """The zone's reported pools with their free space (unbounded where it is NULL), by
+    one Core query read straight into columns."""
+    t = _POOLS
+    query = (
+        select(t.c.name, t.c.host, t.c.az, type_coerce(t.c.free_gb.is_(None), Integer),
+               func.coalesce(t.c.free_gb, 0))
+        .where(t.c.zone == zone, t.c.reported.is_(True))
+        .order_by(t.c.id)
+    )  # fmt: skip
+    cols: tuple[list[Any], ...] = ([], [], [], [], [])
     with ctx.api.read() as s:
-        rows = s.execute(
-            select(StoragePool.name, StoragePool.host, StoragePool.az, StoragePool.free_gb)
-            .where(StoragePool.zone == zone, StoragePool.reported.is_(True))
-            .order_by(StoragePool.id)
-        ).all()
-    return [PoolSlot(r[0], r[1], r[2], r[3]) for r in rows]
+        # A few hundred rows at a time, each batch dropped once it is in the columns: ten
+        # thousand rows alive at once would survive the collector's young generations into
+        # the old one and bring on a full collection (tens of ms in a broker this size).
+        for part in s.execute(query).partitions(_POOL_BATCH):
+            for col, values in zip(cols, zip(*part, strict=True), strict=True):
+                col.extend(values)
+    names, hosts, azs, unbounded, free = cols
+    if not names:
+        return ()
+    return PoolColumns(
+        names, hosts, azs, np.array(free, dtype=np.int64), np.array(unbounded, dtype=np.bool_)
+    )
 
 
 def _notes(

@@ -36,7 +36,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from itertools import compress, repeat
+from typing import Any, overload
 
 import numpy as np
 from numpy.typing import NDArray
@@ -47,9 +49,11 @@ __all__ = [
     "NODE_BUDGET",
     "Assignment",
     "Grouping",
+    "HostColumns",
     "HostSlot",
     "Member",
     "Plan",
+    "PoolColumns",
     "PoolSlot",
     "ZoneOption",
     "plan",
@@ -104,12 +108,156 @@ class PoolSlot:
     free_gb: int | None
 
 
+class HostColumns(Sequence[HostSlot]):
+    """A zone's hosts as columns, position by position: ``names``, each host's
+    availability zone as a code into ``az_names`` (``az_codes``), and its free vCPUs, RAM
+    and disk. This is how :func:`federator.vclusters.inputs.gather` hands the scheduler's
+    host table to the planner without an object per host; it still reads as a sequence of
+    :class:`HostSlot`, each made when it is read. The arrays are shared, not copied: treat
+    them as read-only.
+
+    :raises ValueError: the columns are not all of one length.
+    """
+
+    __slots__ = ("az_codes", "az_names", "free_disk_gb", "free_ram_mb", "free_vcpus", "names")
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        az_codes: NDArray[np.integer[Any]],
+        az_names: Sequence[str],
+        free_vcpus: NDArray[np.int64],
+        free_ram_mb: NDArray[np.int64],
+        free_disk_gb: NDArray[np.int64],
+    ) -> None:
+        n = len(names)
+        if not all(len(c) == n for c in (az_codes, free_vcpus, free_ram_mb, free_disk_gb)):
+            raise ValueError("every host column must have one entry per host")
+        self.names = names
+        self.az_codes = az_codes
+        self.az_names = az_names
+        self.free_vcpus = free_vcpus
+        self.free_ram_mb = free_ram_mb
+        self.free_disk_gb = free_disk_gb
+
+    @classmethod
+    def of(cls, hosts: Sequence[HostSlot]) -> HostColumns:
+        """``hosts`` as columns (themselves when they are columns already)."""
+        if isinstance(hosts, HostColumns):
+            return hosts
+        codes: dict[str, int] = {}
+        az_codes = np.fromiter((codes.setdefault(h.az, len(codes)) for h in hosts), np.int32)
+        return cls(
+            [h.name for h in hosts],
+            az_codes,
+            list(codes),
+            np.fromiter((h.free_vcpus for h in hosts), np.int64, len(hosts)),
+            np.fromiter((h.free_ram_mb for h in hosts), np.int64, len(hosts)),
+            np.fromiter((h.free_disk_gb for h in hosts), np.int64, len(hosts)),
+        )
+
+    def az_at(self, i: int) -> str:
+        """The availability zone of the host at position ``i``."""
+        return self.az_names[int(self.az_codes[i])]
+
+    def fits(self, vcpus: int, ram_mb: int, disk_gb: int) -> NDArray[np.bool_]:
+        """Where a server of that size fits in what is free."""
+        fit: NDArray[np.bool_] = (
+            (self.free_vcpus >= vcpus)
+            & (self.free_ram_mb >= ram_mb)
+            & (self.free_disk_gb >= disk_gb)
+        )
+        return fit
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @overload
+    def __getitem__(self, i: int) -> HostSlot: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[HostSlot]: ...
+
+    def __getitem__(self, i: int | slice) -> HostSlot | Sequence[HostSlot]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(len(self))[i]]
+        name = self.names[i]  # IndexError for a position out of range
+        return HostSlot(name, self.az_at(i), int(self.free_vcpus[i]),
+                        int(self.free_ram_mb[i]), int(self.free_disk_gb[i]))  # fmt: skip
+
+    def __repr__(self) -> str:
+        return f"HostColumns({len(self)} hosts)"
+
+
+class PoolColumns(Sequence[PoolSlot]):
+    """A zone's storage pools as columns: ``names``, ``hosts`` (None: a pool of the whole
+    zone), ``azs``, and ``free_gb`` where ``unbounded`` is False (an unbounded pool's
+    ``free_gb`` entry means nothing). Reads as a sequence of :class:`PoolSlot`, as
+    :class:`HostColumns` reads as hosts; the arrays are shared, not copied.
+
+    :raises ValueError: the columns are not all of one length.
+    """
+
+    __slots__ = ("azs", "free_gb", "hosts", "names", "unbounded")
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        hosts: Sequence[str | None],
+        azs: Sequence[str],
+        free_gb: NDArray[np.int64],
+        unbounded: NDArray[np.bool_],
+    ) -> None:
+        n = len(names)
+        if not all(len(c) == n for c in (hosts, azs, free_gb, unbounded)):
+            raise ValueError("every pool column must have one entry per pool")
+        self.names = names
+        self.hosts = hosts
+        self.azs = azs
+        self.free_gb = free_gb
+        self.unbounded = unbounded
+
+    @classmethod
+    def of(cls, pools: Sequence[PoolSlot]) -> PoolColumns:
+        """``pools`` as columns (themselves when they are columns already)."""
+        if isinstance(pools, PoolColumns):
+            return pools
+        return cls(
+            [p.name for p in pools],
+            [p.host for p in pools],
+            [p.az for p in pools],
+            np.fromiter((p.free_gb or 0 for p in pools), np.int64, len(pools)),
+            np.fromiter((p.free_gb is None for p in pools), np.bool_, len(pools)),
+        )
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @overload
+    def __getitem__(self, i: int) -> PoolSlot: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[PoolSlot]: ...
+
+    def __getitem__(self, i: int | slice) -> PoolSlot | Sequence[PoolSlot]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(len(self))[i]]
+        name = self.names[i]
+        free = None if self.unbounded[i] else int(self.free_gb[i])
+        return PoolSlot(name, self.hosts[i], self.azs[i], free)
+
+    def __repr__(self) -> str:
+        return f"PoolColumns({len(self)} pools)"
+
+
 @dataclass(frozen=True, slots=True)
 class ZoneOption:
     """A zone the policy lets the cluster use, with what is left in it.
 
     ``hosts`` are listed for a ``hosts`` zone (the broker schedules them); any other zone
-    is judged as a whole against its ``*_left`` ceilings (None: no ceiling).
+    is judged as a whole against its ``*_left`` ceilings (None: no ceiling). Hosts and
+    pools may be given one by one or as columns (:class:`HostColumns`,
+    :class:`PoolColumns`); the planner reads either.
     ``shared_storage`` False means host-local pools: a volume attaches only to servers on
     its pool's host.
     """
@@ -166,25 +314,39 @@ _LEFT = ("instances_left", "vcpus_left", "ram_mb_left", "volumes_left", "gb_left
 class _Zone:
     def __init__(self, z: ZoneOption) -> None:
         self.name, self.mode, self.az, self.shared = z.name, z.mode, z.az, z.shared_storage
-        self.host_names = [h.name for h in z.hosts]
-        self.host_azs = [h.az for h in z.hosts]
-        self.vcpus = np.array([h.free_vcpus for h in z.hosts], dtype=np.int64)
-        self.ram = np.array([h.free_ram_mb for h in z.hosts], dtype=np.int64)
-        self.disk = np.array([h.free_disk_gb for h in z.hosts], dtype=np.int64)
-        self.pool_names = [p.name for p in z.pools]
-        self.pool_hosts = [p.host for p in z.pools]
-        self.pool_azs = [p.az for p in z.pools]
-        self.pool_free = np.array(
-            [_UNBOUNDED if p.free_gb is None else p.free_gb for p in z.pools], dtype=np.int64
-        )
-        self.index = {n: i for i, n in enumerate(self.host_names)}
+        hosts, pools = HostColumns.of(z.hosts), PoolColumns.of(z.pools)
+        self.hosts = hosts
+        self.host_names = hosts.names
+        # Copies: the search books into them, the zone option stays as it was given.
+        self.vcpus = np.array(hosts.free_vcpus, dtype=np.int64)
+        self.ram = np.array(hosts.free_ram_mb, dtype=np.int64)
+        self.disk = np.array(hosts.free_disk_gb, dtype=np.int64)
+        self.pool_names = pools.names
+        self.pool_hosts = pools.hosts
+        self.pool_azs = pools.azs
+        self.pool_free = np.where(pools.unbounded, _UNBOUNDED, pools.free_gb).astype(np.int64)
+        # Keyed by name; a pool's host (None for a zone's pool) is looked up in it too.
+        positions = range(len(hosts))
+        self.index: dict[str | None, int] = dict(zip(self.host_names, positions, strict=True))
         self.by_ram = _Ranked(self.ram)
-        self.pools_of_host: dict[str, list[int]] = {}
-        for i, p in enumerate(z.pools):
-            if p.host is not None:
-                self.pools_of_host.setdefault(p.host, []).append(i)
+        # Each listed host's pools, as runs of one array (no list per host): pools sorted
+        # by their host's position, ``_pool_runs[i]:_pool_runs[i + 1]`` those of host i.
+        on = np.fromiter(map(self.index.get, pools.hosts, repeat(-1)), np.intp, len(pools))
+        self._pools_by_host = np.argsort(on, kind="stable")
+        self._pool_runs = np.searchsorted(on[self._pools_by_host], np.arange(len(hosts) + 1))
         self.by_free = _Ranked(self.pool_free)
         self.left = {a: getattr(z, a) for a in _LEFT}
+
+    def pools_on(self, host: str) -> list[int]:
+        """The positions of the pools on host ``host``, in pool order (none for a host the
+        zone does not list)."""
+        i = self.index.get(host)
+        return [] if i is None else self.pools_at(i)
+
+    def pools_at(self, i: int) -> list[int]:
+        """The positions of the pools on the host at position ``i``, in pool order."""
+        run: list[int] = self._pools_by_host[self._pool_runs[i] : self._pool_runs[i + 1]].tolist()
+        return run
 
 
 # --- units ------------------------------------------------------------------------------------
@@ -198,6 +360,9 @@ class _Unit:
     anchor: tuple[str, str | None] | None = None
     """The zone (and host) of an already placed member the unit is hard-affine to."""
     soft: bool = False
+    soft_apart: bool = False
+    """In a soft anti-affinity grouping and no soft affinity one: when the rule must be
+    relaxed, a zone the broker cannot see into goes before doubling up on a host."""
     vcpus: int = 0
     ram: int = 0
     disk: int = 0
@@ -340,7 +505,8 @@ class _Search:
         passes = (True, False) if unit.soft else (None,)
         failed: set[tuple[object, ...]] = set()
         for keep_soft in passes:
-            for zone, assignments, book in self._candidates(unit):
+            relaxed = keep_soft is False and unit.soft_apart
+            for zone, assignments, book in self._candidates(unit, opaque_first=relaxed):
                 # Symmetry: a place just like one that already led to a dead end (same
                 # zone, same room left, holding nothing of the unit's groupings) would
                 # lead to the same dead end.
@@ -381,10 +547,12 @@ class _Search:
                 if k is not None and self.rules.held[g.name][self.rules._kind_key(g, a, k)]:
                     return None
         host = assignments[0].host if assignments else None
-        if host is not None and zone.host_names:
-            i = zone.index[host]
-            parts += [int(zone.vcpus[i]), int(zone.ram[i]), int(zone.disk[i]), zone.host_azs[i]]
-            parts += sorted(int(zone.pool_free[p]) for p in zone.pools_of_host.get(host, []))
+        # A volume's pool may be on a host the zone does not list (one the scheduler's
+        # filters leave out): such a host has no room figures to compare.
+        i = None if host is None else zone.index.get(host)
+        if i is not None:
+            parts += [int(zone.vcpus[i]), int(zone.ram[i]), int(zone.disk[i]), zone.hosts.az_at(i)]
+            parts += sorted(int(zone.pool_free[p]) for p in zone.pools_at(i))
         else:
             parts.append(host)
         parts += [(a.pool, a.az) if a.pool is not None and a.host is None else a.az
@@ -392,12 +560,18 @@ class _Search:
         return tuple(parts)
 
     def _candidates(
-        self, unit: _Unit
+        self, unit: _Unit, *, opaque_first: bool = False
     ) -> Iterator[tuple[_Zone, list[Assignment], Callable[[int], None]]]:
         if unit.anchor is not None:
             yield from self._anchored(unit, unit.anchor)
             return
-        for zone in self.zones:
+        zones = self.zones
+        if opaque_first:
+            # An opaque cloud counts as one host only because the broker cannot see its
+            # hosts; it spreads instances over many. Relaxing a soft anti-affinity rule
+            # there most likely keeps it in fact; doubling up on a known host breaks it.
+            zones = sorted(zones, key=lambda z: z.mode is ZoneMode.HOSTS)
+        for zone in zones:
             if not self._zone_room(zone, unit):
                 continue
             if zone.mode is ZoneMode.HOSTS and unit.servers:
@@ -456,7 +630,7 @@ class _Search:
         self, unit: _Unit, zone: _Zone, host: int | None
     ) -> Iterator[tuple[_Zone, list[Assignment], Callable[[int], None]]]:
         host_name = None if host is None else zone.host_names[host]
-        az = zone.az if host is None else zone.host_azs[host]
+        az = zone.az if host is None else zone.hosts.az_at(host)
         servers = [Assignment(m.name, zone.name, host_name, None, az) for m in unit.servers]
         for pool in self._pools(unit, zone, host_name):
             volumes = []
@@ -479,7 +653,7 @@ class _Search:
             yield None
             return
         if not zone.shared and host is not None:
-            local = [p for p in zone.pools_of_host.get(host, []) if zone.pool_free[p] >= unit.gb]
+            local = [p for p in zone.pools_on(host) if zone.pool_free[p] >= unit.gb]
             if not local:
                 self.blocked[f"storage pool capacity in zone {zone.name}"] += 1
             yield from sorted(local, key=lambda p: -int(zone.pool_free[p]))
@@ -489,11 +663,14 @@ class _Search:
             self.blocked[f"storage pool capacity in zone {zone.name}"] += 1
             return
         if host is not None:  # shared storage: the server's own host's pool first
-            own = [p for p in zone.pools_of_host.get(host, []) if fits[p]]
+            own = [p for p in zone.pools_on(host) if fits[p]]
             yield from own
             fits = fits.copy()
             fits[own] = False
         yield from zone.by_free.best_first(fits)
+
+
+_RANKED_STRETCH = 256
 
 
 class _Ranked:
@@ -514,17 +691,20 @@ class _Ranked:
 
     def best_first(self, mask: NDArray[np.bool_]) -> Iterator[int]:
         """The positions where ``mask`` holds, largest value first (ties by position)."""
-        clean = self.order[mask[self.order] & ~self.touched[self.order]]
         booked = sorted(
             (i for i in self.touched_list if mask[i]), key=lambda i: (-int(self.values[i]), i)
         )
         b = 0
-        for c in clean:
-            cv = int(self.values[c])
-            while b < len(booked) and (-int(self.values[booked[b]]), booked[b]) < (-cv, int(c)):
-                yield booked[b]
-                b += 1
-            yield int(c)
+        # The untouched positions a stretch of the order at a time: the search mostly takes
+        # one of the first, and need not sift the whole zone for it.
+        for start in range(0, self.order.size, _RANKED_STRETCH):
+            part = self.order[start : start + _RANKED_STRETCH]
+            for c in part[mask[part] & ~self.touched[part]]:
+                key = (-int(self.values[c]), int(c))
+                while b < len(booked) and (-int(self.values[booked[b]]), booked[b]) < key:
+                    yield booked[b]
+                    b += 1
+                yield int(c)
         yield from booked[b:]
 
 
@@ -582,33 +762,33 @@ def _too_few_places(
         return None  # volumes are compared by pool: left to the search
     small = min(servers, key=lambda m: (m.ram_mb, m.vcpus))
     places: set[str] = set()
-    unbounded = False
+    hosts = 0  # hosts of ``hosts`` zones with room: each a place of its own
     for z in zones:
         if z.instances_left is not None and z.instances_left < 1:
             continue
         if g.rule.scope == "zone" and z.hosts:
-            places.update(h.az for h in z.hosts if _fits(h, small))
+            cols = HostColumns.of(z.hosts)
+            codes = np.unique(cols.az_codes[cols.fits(small.vcpus, small.ram_mb, small.disk_gb)])
+            places.update(cols.az_names[c] for c in codes.tolist())
         elif g.rule.scope == "zone":
             places.add(z.az)
         elif z.mode is ZoneMode.HOSTS:
-            places.update(f"{z.name}/{h.name}" for h in z.hosts if _fits(h, small))
+            cols = HostColumns.of(z.hosts)
+            fits = cols.fits(small.vcpus, small.ram_mb, small.disk_gb)
+            hosts += len(set(compress(cols.names, fits.tolist())))
         elif z.mode is ZoneMode.REMOTE:
-            unbounded = True
+            return None  # the remote cloud has places enough, as far as anyone can tell
         else:
             places.add(z.name)
-    room = len(places) * g.rule.max_per_host
-    if unbounded or room >= len(members):
+    found = len(places) + hosts
+    if found * g.rule.max_per_host >= len(members):
         return None
     what = "availability zones" if g.rule.scope == "zone" else "hosts (a zone the broker "
     what += "" if g.rule.scope == "zone" else "cannot see into counts as one)"
     return (
         f"grouping {g.name!r} ({g.rule.describe()}) needs {len(members)} places and the "
-        f"policy's zones have {len(places)} {what} with room"
+        f"policy's zones have {found} {what} with room"
     )
-
-
-def _fits(h: HostSlot, m: Member) -> bool:
-    return h.free_vcpus >= m.vcpus and h.free_ram_mb >= m.ram_mb and h.free_disk_gb >= m.disk_gb
 
 
 def plan(
@@ -632,6 +812,9 @@ def plan(
     new = set(m.name for m in members)
     mine = [Grouping(g.name, tuple(n for n in g.members if n in new), g.rule) for g in groupings]
     units = _units(members, mine)
+    # Hosts and pools listed one by one become columns once, here, for every pass below.
+    zones = [replace(z, hosts=HostColumns.of(z.hosts), pools=PoolColumns.of(z.pools))
+             for z in zones]  # fmt: skip
     zone_modes = {**(modes or {}), **{z.name: z.mode for z in zones}}
     rules = _Rules(groupings, kinds)
     for m, a in fixed:
@@ -650,15 +833,21 @@ def plan(
         u.anchor = next((anchors[n] for n in u.names if n in anchors), None)
     partners: Counter[str] = Counter()
     soft: set[str] = set()
+    soft_apart: set[str] = set()
+    soft_together: set[str] = set()
     for g in groupings:
         if g.rule.hard and not g.rule.affinity:
             for n in g.members:
                 partners[n] += len(g.members) - 1
         if not g.rule.hard:
             soft.update(g.members)
+            (soft_together if g.rule.affinity else soft_apart).update(g.members)
     for u in units:
         u.partners = sum(partners[n] for n in u.names)
         u.soft = any(n in soft for n in u.names)
+        u.soft_apart = any(n in soft_apart for n in u.names) and not any(
+            n in soft_together for n in u.names
+        )
     units.sort(key=lambda u: (-u.partners, -(u.ram + u.gb), u.names[0]))
     by_name = {m.name: m for m in members}
     for g in groupings:

@@ -224,3 +224,29 @@ def test_clusters_spanning_two_zones_race_without_deadlock(
     with b.ctx.api.read() as s:
         cloud = s.get(Zone, "cloud")
         assert cloud is not None and cloud.instances == 1
+
+
+def test_clusters_of_mixed_sizes_racing_are_refused_by_the_member_that_overflows(
+    open_broker: Callable[..., Broker],
+) -> None:
+    # Each cluster puts 4096 + 2048 MB together on one host and 1024 MB on another, with
+    # volumes of 30 and 10 GB: hosts take different amounts in one update. Every plan
+    # picks the same host for the pair, which holds one pair only; a loser finds 6144 MB
+    # taken there, and its 4096 MB server is the one that no longer fits.
+    b = open_broker(
+        [sim_zone("local", "local", hosts=4, host_ram_mb=8192, volume_pools="zone")],
+        {"version": "race-mixed"},
+    )
+    members = [server("big", 4096), server("small", 2048), server("other", 1024),
+               volume("data", 30), volume("logs", 10)]  # fmt: skip
+    together = [Grouping("together", ("big", "small"), Rule("affinity"))]
+    clusters = [Cluster(f"c{i}", list(members), together) for i in range(6)]
+
+    results = race(b, clusters)
+
+    assert sum(r.ok for r in results) == 1
+    assert {(r.member, r.outcome) for r in results if not r.ok} == {("big", "host_full")}
+    check_ledger(b, clusters, results)
+    with b.ctx.api.read() as s:
+        pool = s.scalars(select(StoragePool)).one()
+        assert (pool.used_gb, pool.volumes) == (40, 2)

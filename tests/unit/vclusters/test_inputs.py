@@ -10,14 +10,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
 from federator.broker import Broker
 from federator.compute import claims
 from federator.groups.rules import Rule, ZoneMode
 from federator.hosts.service import HostService
 from federator.policy.evaluate import Limits
+from federator.storage.models import StoragePool
 from federator.vclusters.inputs import gather, zone_options
-from federator.vclusters.planner import Grouping, Member, ZoneOption, plan
+from federator.vclusters.planner import (
+    Grouping,
+    HostColumns,
+    HostSlot,
+    Member,
+    PoolColumns,
+    ZoneOption,
+    plan,
+)
 from tests.conftest import make_settings, sim_zone
 
 HOSTS = 3
@@ -241,3 +251,36 @@ def test_a_zone_open_to_volumes_only_keeps_its_place_and_takes_no_server(broker:
     p = plan([server("a"), volume("v")], [], found.zones)
     assert p.ok, p.message
     assert {a.member: a.zone for a in p.assignments} == {"a": "cloud", "v": "local"}
+
+
+def test_hosts_and_pools_come_as_columns_of_the_schedulers_figures(broker: Broker) -> None:
+    take(broker, "local", host="local-host-002", ram_mb=3072)
+    with broker.ctx.api.write() as s:  # a pool reported without a bound, and one not at all
+        s.execute(
+            update(StoragePool)
+            .where(StoragePool.name == "local-host-001/volumes")
+            .values(capacity_gb=None, free_gb=None)
+        )
+        s.execute(
+            update(StoragePool)
+            .where(StoragePool.name == "local-host-003/volumes")
+            .values(reported=False)
+        )
+
+    local = gather(broker.ctx, "project-a", [server("a"), volume("v")]).zones[0]
+
+    assert isinstance(local.hosts, HostColumns) and isinstance(local.pools, PoolColumns)
+    table = broker.hosts.table
+    i = table.index_of("local", "local-host-002")
+    assert i is not None
+    assert local.hosts.free_ram_mb.tolist() == [HOST_RAM, HOST_RAM - 3072, HOST_RAM]
+    assert local.hosts[1] == HostSlot(
+        "local-host-002", "local", int(table.free_vcpus()[i]), HOST_RAM - 3072,
+        int(table.free_disk_gb()[i]),
+    )  # fmt: skip
+    assert [(p.name, p.free_gb) for p in local.pools] == [
+        ("local-host-001/volumes", None), ("local-host-002/volumes", POOL_GB)
+    ]  # fmt: skip
+    # The unbounded pool takes what no bounded one could.
+    p = plan([volume("v", POOL_GB + 200)], [], [local])
+    assert p.ok and p.assignments[0].pool == "local-host-001/volumes"

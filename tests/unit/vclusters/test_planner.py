@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
+
+import numpy as np
+import pytest
 
 from federator.groups.rules import Rule, ZoneMode
 from federator.vclusters.planner import (
     Grouping,
+    HostColumns,
     HostSlot,
     Member,
     Plan,
+    PoolColumns,
     PoolSlot,
     ZoneOption,
     plan,
@@ -124,6 +130,15 @@ def test_a_zone_counting_as_one_host_cannot_take_a_second_anti_affine_member() -
     # Soft: once local's 12 hosts (room for one each here) are full, the rest share aws.
     relaxed = plan(members, soft, [local(12, ram_mb=1024), cloud("aws")])
     assert Counter(a.zone for a in relaxed.assignments) == {"local": 12, "aws": 8}
+    # With room for eight on each local host, relaxing the soft rule still goes to the
+    # opaque cloud before doubling up on a local host, and one per local host stays.
+    roomy = plan(members, soft, [local(12), cloud("aws")])
+    assert Counter(a.zone for a in roomy.assignments) == {"local": 12, "aws": 8}
+    assert len({a.host for a in roomy.assignments if a.zone == "local"}) == 12
+    # Soft affinity is relaxed in the policy's order: local hosts first.
+    together = [Grouping("near", apart[0].members, rule("soft-affinity"))]
+    near = plan(members, together, [local(12, ram_mb=4096), cloud("aws")])
+    assert Counter(a.zone for a in near.assignments) == {"local": 20}
 
 
 def test_zone_scope_anti_affinity_lands_in_distinct_availability_zones() -> None:
@@ -177,3 +192,120 @@ def test_a_tight_anti_affinity_fit_with_identical_hosts_fails_fast() -> None:
     mixed = plan([*members, volume("v")], [*g, Grouping("pair", ("s0", "v"), rule("affinity"))],
                  [local(5)])  # fmt: skip
     assert mixed.fault == "group_policy" and mixed.tried < 1000
+
+
+def columns(z: ZoneOption) -> ZoneOption:
+    """The same zone with its hosts and pools given as columns, as gather gives them."""
+    hosts, pools = list(z.hosts), list(z.pools)
+    azs = sorted({h.az for h in hosts})
+    return replace(
+        z,
+        hosts=HostColumns(
+            [h.name for h in hosts],
+            np.array([azs.index(h.az) for h in hosts], dtype=np.int32),
+            azs,
+            np.array([h.free_vcpus for h in hosts], dtype=np.int64),
+            np.array([h.free_ram_mb for h in hosts], dtype=np.int64),
+            np.array([h.free_disk_gb for h in hosts], dtype=np.int64),
+        ),
+        pools=PoolColumns(
+            [p.name for p in pools],
+            [p.host for p in pools],
+            [p.az for p in pools],
+            np.array([p.free_gb or 0 for p in pools], dtype=np.int64),
+            np.array([p.free_gb is None for p in pools], dtype=np.bool_),
+        ),
+    )
+
+
+def test_hosts_and_pools_as_columns_read_as_slots_and_plan_alike() -> None:
+    hosts = [HostSlot("h1", "az-a", 4, 2048, 40), HostSlot("h2", "az-b", 8, 8192, 80),
+             HostSlot("h3", "az-a", 2, 4096, 20)]  # fmt: skip
+    pools = [PoolSlot("h1/volumes", "h1", "az-a", 50), PoolSlot("h2/volumes", "h2", "az-b", 25),
+             PoolSlot("shared", None, "az-a", None)]  # fmt: skip
+    given = ZoneOption("local", ZoneMode.HOSTS, "local", hosts=hosts, pools=pools)
+    z = columns(given)
+    assert list(z.hosts) == hosts and list(z.pools) == pools
+    assert len(z.hosts) == 3 and z.hosts[-1] == hosts[-1] and z.pools[1:] == pools[1:]
+    assert HostColumns.of(z.hosts) is z.hosts and PoolColumns.of(z.pools) is z.pools
+    members = [server("a", 2048), server("b", 2048), volume("v", 20), volume("w", 40)]
+    groupings = [
+        Grouping("apart", ("a", "b"), rule("anti-affinity", "zone")),
+        Grouping("a-v", ("a", "v"), rule("affinity")),
+    ]
+    by_slots = plan(members, groupings, [given])
+    assert by_slots.ok and plan(members, groupings, [z]) == by_slots
+    # Each place follows from the columns' figures: b the az-a host with most RAM, v its
+    # server's own pool, w the unbounded one.
+    assert {a.member: (a.host, a.pool, a.az) for a in by_slots.assignments} == {
+        "a": ("h2", None, "az-b"), "b": ("h3", None, "az-a"),
+        "v": ("h2", "h2/volumes", "az-b"), "w": (None, "shared", "local"),
+    }  # fmt: skip
+    # What the plan booked stays out of the zone it was given.
+    assert list(z.hosts) == hosts and list(z.pools) == pools
+
+
+def test_columns_of_different_lengths_are_refused() -> None:
+    with pytest.raises(ValueError, match="host column"):
+        HostColumns(["h1"], np.zeros(2, np.int32), ["a"], *(np.zeros(1, np.int64),) * 3)
+    with pytest.raises(ValueError, match="pool column"):
+        PoolColumns(["p"], [None], ["a"], np.zeros(1, np.int64), np.zeros(2, np.bool_))
+
+
+def test_anti_affinity_counts_the_places_given_as_columns() -> None:
+    members = [server(f"s{i}", 4096) for i in range(3)]
+    apart = [Grouping("apart", ("s0", "s1", "s2"), rule("anti-affinity"))]
+    # Four hosts, of which two have room for a 4096 MB server.
+    zone = columns(ZoneOption("local", ZoneMode.HOSTS, "local", hosts=[
+        HostSlot(f"h{i}", "az-a" if i % 2 else "az-b", 8, ram, 100)
+        for i, ram in enumerate((8192, 1024, 4096, 2048))
+    ]))  # fmt: skip
+    p = plan(members, apart, [zone])
+    assert (p.fault, p.blocked_by) == ("group_policy", "apart")
+    assert "needs 3 places" in (p.message or "") and "have 2 hosts" in (p.message or "")
+    assert plan(members[:2], [Grouping("apart", ("s0", "s1"), apart[0].rule)], [zone]).ok
+    # Zone scope: the two hosts with room are both in az-b.
+    zones = [Grouping("apart", ("s0", "s1"), rule("anti-affinity", "zone"))]
+    spread = plan(members[:2], zones, [zone])
+    assert spread.fault == "group_policy" and "have 1 availability zones" in (spread.message or "")
+
+
+def test_a_lone_volume_may_go_to_the_pool_of_a_host_not_offered_for_servers() -> None:
+    # The scheduler's filters left h2 out (disabled, say); its pool still takes volumes.
+    zone = ZoneOption(
+        "local", ZoneMode.HOSTS, "local",
+        hosts=[HostSlot("h1", "local", 8, 8192, 100)],
+        pools=[PoolSlot("h1/volumes", "h1", "local", 100),
+               PoolSlot("h2/volumes", "h2", "local", 500)],
+        shared_storage=False,
+    )  # fmt: skip
+    p = where(plan([volume("v"), volume("w", 450), server("s")], [], [zone]))
+    assert p["w"] == ("local", "h2", "h2/volumes") and p["s"] == ("local", "h1", None)
+
+
+def test_spread_takes_the_host_with_most_free_ram_each_time_across_a_large_zone() -> None:
+    # 700 hosts of assorted free RAM; only the 30 after the 300 with most RAM have vCPUs
+    # left, so every server lands past the first stretches of the order, and hosts taken
+    # move down it as they fill, to be taken again when they still have most room.
+    rng = np.random.default_rng(7)
+    ram = (rng.permutation(700) * 64 + 2048).tolist()
+    by_ram = sorted(range(700), key=lambda i: -ram[i])
+    usable = set(by_ram[300:330])
+    vcpus = [8 if i in usable else 0 for i in range(700)]
+    zone = ZoneOption("local", ZoneMode.HOSTS, "local", hosts=[
+        HostSlot(f"h{i}", "local", vcpus[i], ram[i], 100) for i in range(700)
+    ])  # fmt: skip
+    members = [server(f"s{n:02d}", 4096) for n in range(60)]
+    free = list(ram)
+    expected = {}
+    for m in members:  # one at a time, most free RAM first, ties by position
+        best = max((i for i in range(700) if vcpus[i] and free[i] >= 4096),
+                   key=lambda i: (free[i], -i))  # fmt: skip
+        expected[m.name] = f"h{best}"
+        free[best] -= 4096
+        vcpus[best] -= 1
+
+    p = where(plan(members, [], [zone]))
+
+    assert {n: host for n, (_, host, _) in p.items()} == expected
+    assert len(set(expected.values())) < 60  # some hosts took a second server
