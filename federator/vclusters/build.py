@@ -37,11 +37,12 @@ from federator import errors
 from federator.compute.context import ComputeContext
 from federator.compute.queue import Retry, TaskRef
 from federator.compute.records import aware
-from federator.driver import DriverError, PowerState, ServerGroupSpec
+from federator.compute.service import ComputeService, RequestContext
+from federator.driver import DriverError, PowerState
 from federator.groups.placement import modes_of
-from federator.groups.rules import ZoneMode
 from federator.storage.models import VCluster, VClusterMember, VolumeAttachment, utcnow
 from federator.vclusters import members as mb
+from federator.vclusters import remote
 from federator.vclusters.claims import claim_plan
 from federator.vclusters.inputs import gather
 from federator.vclusters.planner import (
@@ -56,7 +57,7 @@ from federator.vclusters.planner import (
 )
 from federator.vclusters.spec import ClusterSpec, parse_cluster
 from federator.volumes import records as vr
-from federator.volumes.service import VolumeQuotaExceeded
+from federator.volumes.service import AttachRequest, VolumeQuotaExceeded, VolumeService
 
 LOG = logging.getLogger(__name__)
 
@@ -335,7 +336,9 @@ class ClusterBuilder:
         for r in rows:
             if r.kind != SERVER or r.state != "claimed":
                 continue
-            built = mb.create_server(self.ctx, r.uuid, self._server_group(cluster, spec, r))
+            built = mb.create_server(
+                self.ctx, r.uuid, remote.server_group(self.ctx, cluster, spec, r)
+            )
             if built.error is not None:
                 self._refused(cluster, r, built.error)
                 raise Retry(0.0, f"{r.name} placed again")
@@ -437,55 +440,8 @@ class ClusterBuilder:
         if cluster_now is not None and cluster_now.phase == "planning":
             self._start_roll_back(cluster.uuid, fault(errors.BUILD_FAILED, reason))
 
-    def _server_group(
-        self, cluster: VCluster, spec: ClusterSpec, row: VClusterMember
-    ) -> str | None:
-        """The remote server group keeping a hard host-scope grouping of ``row`` in its
-        zone, where the zone's cloud keeps the rule itself (made on first use)."""
-        zone = row.zone or ""
-        if modes_of({zone: self.ctx.drivers[zone]}).get(zone) is not ZoneMode.REMOTE:
-            return None
-        kinds = {i.name: i.kind for i in spec.instances}
-        for g in spec.groupings:
-            servers = [n for n in g.members if kinds.get(n) == SERVER]
-            if row.name not in servers or len(servers) < 2 or g.rule.scope != "host":
-                continue
-            return self._remote_group(cluster, g, zone)
-        return None
-
-    def _remote_group(self, cluster: VCluster, g: Grouping, zone: str) -> str | None:
-        known = (cluster.remote_groups or {}).get(g.name, {})
-        if zone in known:
-            return str(known[zone])
-        gid = str(uuidlib.uuid5(uuidlib.UUID(cluster.uuid), g.name))
-        try:
-            remote = self.ctx.drivers[zone].create_server_group(
-                ServerGroupSpec(
-                    uuid=gid,
-                    name=f"{cluster.name}-{g.name}",
-                    policy=g.rule.policy,
-                    project_id=cluster.project_id,
-                    broker_id=self.ctx.settings.broker_id,
-                    max_server_per_host=None if g.rule.affinity else g.rule.max_per_host,
-                )
-            )
-        except DriverError as exc:
-            LOG.warning("vcluster %s: server group in %s: %s", cluster.uuid, zone, exc)
-            return None
-        with self.ctx.api.write() as s:
-            row = s.get(VCluster, cluster.uuid)
-            if row is not None:
-                groups = {k: dict(v) for k, v in (row.remote_groups or {}).items()}
-                groups.setdefault(g.name, {})[zone] = remote
-                row.remote_groups = groups
-        cluster.remote_groups = {**(cluster.remote_groups or {}), g.name: {**known, zone: remote}}
-        return remote
-
     def _attach(self, cluster: VCluster, spec: ClusterSpec, rows: Sequence[VClusterMember]) -> bool:
         """Attach each volume to the server it is affine to; True once all are attached."""
-        from federator.compute.service import ComputeService, RequestContext
-        from federator.volumes.service import AttachRequest, VolumeService
-
         by_name = {r.name: r for r in rows}
         pending = False
         rc = RequestContext(cluster.project_id, cluster.user_id, is_admin=True)
@@ -555,7 +511,7 @@ class ClusterBuilder:
                 .values(phase="done", previous_spec=None, updated_at=utcnow(), **values)
             )
         if previous is None:
-            self._drop_remote_groups(cluster)
+            remote.drop_groups(self.ctx, cluster)
         LOG.warning("vcluster %s: rolled back", cluster.uuid)
 
     def _remove_all(self, rows: Sequence[VClusterMember], *, drop: bool) -> None:
@@ -574,27 +530,12 @@ class ClusterBuilder:
         if left:
             raise Retry(POLL_SECONDS * 10, f"could not remove {', '.join(left)} yet")
 
-    def _drop_remote_groups(self, cluster: VCluster) -> None:
-        for zones in (cluster.remote_groups or {}).values():
-            for zone, remote in zones.items():
-                driver = self.ctx.drivers.get(zone)
-                if driver is None:
-                    continue
-                try:
-                    driver.delete_server_group(str(remote))
-                except DriverError as exc:
-                    LOG.warning("vcluster %s: remote group %s in %s: %s", cluster.uuid,
-                                remote, zone, exc)  # fmt: skip
-        with self.ctx.api.write() as s:
-            s.execute(update(VCluster).where(VCluster.uuid == cluster.uuid)
-                      .values(remote_groups={}))  # fmt: skip
-
     def _delete(self, uuid: str) -> None:
         cluster = self._cluster(uuid)
         if cluster is None or cluster.deleted:
             return
         self._remove_all(self._members(uuid), drop=False)
-        self._drop_remote_groups(cluster)
+        remote.drop_groups(self.ctx, cluster)
         with self.ctx.api.write() as s:
             s.execute(
                 update(VCluster)

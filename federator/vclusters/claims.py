@@ -46,7 +46,7 @@ from federator.storage.models import (
     utcnow,
 )
 from federator.vclusters.inputs import ZoneCeilings
-from federator.vclusters.planner import SERVER, Assignment, Member, Plan
+from federator.vclusters.model import SERVER, Assignment, Member, Plan
 from federator.volumes import claims as storage_claims
 
 __all__ = ["PlanClaim", "claim_plan"]

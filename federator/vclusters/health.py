@@ -45,7 +45,7 @@ from federator.storage.models import (
     utcnow,
 )
 from federator.vclusters.build import fault
-from federator.vclusters.planner import SERVER
+from federator.vclusters.model import SERVER
 from federator.volumes import records as vr
 
 __all__ = ["Change", "HealthReport", "Problem", "Verdict", "apply", "check_clusters", "judge"]

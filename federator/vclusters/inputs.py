@@ -53,7 +53,7 @@ from federator.policy.evaluate import (
 )
 from federator.scheduler.request import HostRequest
 from federator.storage.models import StoragePool
-from federator.vclusters.planner import (
+from federator.vclusters.model import (
     SERVER,
     VOLUME,
     HostColumns,

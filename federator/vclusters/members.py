@@ -48,7 +48,7 @@ from federator.storage.models import (
     VolumeAttachment,
     utcnow,
 )
-from federator.vclusters.planner import SERVER, Assignment
+from federator.vclusters.model import SERVER, Assignment
 from federator.vclusters.spec import ClusterSpec
 from federator.vclusters.spec import InstanceSpec as MemberSpec
 from federator.volumes import claims as storage_claims

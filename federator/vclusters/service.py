@@ -32,7 +32,7 @@ from federator.storage.models import (
 from federator.vclusters import build as vbuild
 from federator.vclusters.claims import claim_plan
 from federator.vclusters.members import volume_quota
-from federator.vclusters.planner import SERVER, Plan
+from federator.vclusters.model import SERVER, Plan
 from federator.vclusters.spec import ClusterSpec, parse_cluster
 
 __all__ = ["ClusterView", "MemberView", "VClusterService"]

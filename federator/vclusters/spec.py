@@ -26,7 +26,7 @@ from typing import Any
 from federator.config import Settings
 from federator.exception import BadRequest
 from federator.groups.rules import AFFINITY, ANTI_AFFINITY, POLICIES, SCOPES, Rule
-from federator.vclusters.planner import SERVER, VOLUME, Grouping, Member
+from federator.vclusters.model import SERVER, VOLUME, Grouping, Member
 
 __all__ = ["ClusterSpec", "InstanceSpec", "parse_cluster"]
 
