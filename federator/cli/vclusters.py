@@ -43,11 +43,18 @@ from federator.cli.output import (
     emit_json,
     key_values,
     new_table,
-    print_fields,
     print_table,
     say,
 )
 from federator.cli.servers import DEFAULT_WAIT, POLL_INTERVAL, WaitOpt
+from federator.cli.vcluster_views import (
+    counts,
+    fault_line,
+    instances_table,
+    label,
+    print_cluster,
+    print_plan,
+)
 
 app = typer.Typer(
     help="Virtual clusters: servers and volumes placed all or nothing under their groupings.",
@@ -171,143 +178,6 @@ def find_cluster(client: Client, ref: str) -> dict[str, Any]:
         raise
 
 
-# --- rendering -------------------------------------------------------------------------
-
-
-def _label(cluster: Mapping[str, Any]) -> str:
-    """``name (id)``."""
-    return f"{cluster.get('name')} ({cluster.get('id')})"
-
-
-def fault_line(cluster: Mapping[str, Any]) -> str:
-    """``code: message (detail; detail)`` of the cluster's fault, or "" when it has none."""
-    fault = cluster.get("fault") or {}
-    if not fault:
-        return ""
-    line = str(fault.get("message") or "")
-    if fault.get("code"):
-        line = f"{fault['code']}: {line}"
-    details = fault.get("details")
-    if isinstance(details, list) and details:
-        line += f" ({'; '.join(map(str, details))})"
-    return line
-
-
-def _attached_name(member: Mapping[str, Any], by_id: Mapping[str, str]) -> str | None:
-    """The member a volume is attached to, by name when it is one of the cluster's."""
-    sid = member.get("attached_to")
-    return None if sid is None else by_id.get(str(sid), str(sid))
-
-
-def _counts(cluster: Mapping[str, Any]) -> tuple[int, int]:
-    kinds = [m.get("type") for m in cluster.get("instances") or []]
-    return kinds.count("server"), kinds.count("volume")
-
-
-def _instances_table(cluster: Mapping[str, Any]) -> Any:
-    members = cluster.get("instances") or []
-    by_id = {str(m["id"]): str(m["name"]) for m in members if m.get("id")}
-    table = new_table(
-        "Name", "Type", "ID", "Status", "AZ", "Host", "Pool", "Attached To", title="Instances"
-    )
-    for m in members:
-        add_row(
-            table,
-            m.get("name"),
-            m.get("type"),
-            m.get("id"),
-            m.get("status"),
-            m.get("availability_zone"),
-            m.get("host"),
-            m.get("pool"),
-            _attached_name(m, by_id),
-        )
-    return table
-
-
-def _groupings_table(cluster: Mapping[str, Any]) -> Any:
-    table = new_table("Name", "Rule", "Scope", "Members", title="Groupings")
-    for g in cluster.get("groupings") or []:
-        spec = g.get("spec") or {}
-        add_row(
-            table,
-            g.get("name"),
-            spec.get("rule"),
-            spec.get("scope") or "host",
-            ", ".join(map(str, g.get("membersRef") or [])),
-        )
-    return table
-
-
-def print_cluster(cluster: Mapping[str, Any]) -> None:
-    """A cluster's fields, its fault (when it has one), its instances and groupings."""
-    servers, volumes = _counts(cluster)
-    print_fields(
-        [
-            ("id", cluster.get("id")),
-            ("name", cluster.get("name")),
-            ("status", cluster.get("status")),
-            ("servers", servers),
-            ("volumes", volumes),
-            ("project", cluster.get("project_id")),
-            ("user", cluster.get("user_id")),
-            ("created", cluster.get("created")),
-            ("updated", cluster.get("updated")),
-        ],
-        title=f"Virtual cluster {cluster.get('name')}",
-    )
-    fault = cluster.get("fault")
-    if fault:
-        details = fault.get("details")
-        print_fields(
-            [
-                ("code", fault.get("code")),
-                ("message", fault.get("message")),
-                ("details", "\n".join(details) if isinstance(details, list) else details),
-                ("created", fault.get("created")),
-            ],
-            title="Fault",
-        )
-    print_table(_instances_table(cluster))
-    if cluster.get("groupings"):
-        print_table(_groupings_table(cluster))
-
-
-def _print_plan(plan: Mapping[str, Any]) -> None:
-    verdict = "placeable" if plan.get("placeable") else "cannot be placed now"
-    say(f"vcluster {plan.get('name')}: {verdict}")
-    say(
-        f"zones considered: {', '.join(plan.get('zones') or []) or '-'}; "
-        f"candidates tried: {plan.get('candidates_tried', 0)}"
-    )
-    for note in plan.get("notes") or []:
-        say(f"note: {note}")
-    instances = plan.get("instances") or []
-    if instances:
-        table = new_table("Name", "Type", "Zone", "AZ", "Host", "Pool", title="Placement")
-        for i in instances:
-            add_row(
-                table,
-                i.get("name"),
-                i.get("type"),
-                i.get("zone"),
-                i.get("availability_zone"),
-                i.get("host"),
-                i.get("pool"),
-            )
-        print_table(table)
-    fault = plan.get("fault")
-    if fault:
-        print_fields(
-            [
-                ("code", fault.get("code")),
-                ("blocked by", fault.get("blocked_by")),
-                ("message", fault.get("message")),
-            ],
-            title="Fault",
-        )
-
-
 # --- waiting ---------------------------------------------------------------------------
 
 
@@ -363,7 +233,7 @@ class Progress:
             return
         if cluster.get("status") != self.status:
             self.status = cluster.get("status")
-            self._line(f"vcluster {_label(cluster)}: {self.status}")
+            self._line(f"vcluster {label(cluster)}: {self.status}")
         for m in cluster.get("instances") or []:
             state = _member_state(m)
             if self.members.get(str(m.get("name"))) != state:
@@ -372,12 +242,12 @@ class Progress:
 
     def gone(self, cluster: Mapping[str, Any]) -> None:
         if self.live is None:
-            self._line(f"vcluster {_label(cluster)}: deleted")
+            self._line(f"vcluster {label(cluster)}: deleted")
 
     @staticmethod
     def _view(cluster: Mapping[str, Any]) -> RenderableType:
-        head = Text(f"vcluster {_label(cluster)}: {cluster.get('status')}", style="bold")
-        return Group(head, _instances_table(cluster))
+        head = Text(f"vcluster {label(cluster)}: {cluster.get('status')}", style="bold")
+        return Group(head, instances_table(cluster))
 
 
 @contextmanager
@@ -414,7 +284,7 @@ def wait_settled(
             report.stop()
             fail(
                 escape(
-                    f"timed out after {wait_timeout:g}s waiting for vcluster {_label(cluster)} "
+                    f"timed out after {wait_timeout:g}s waiting for vcluster {label(cluster)} "
                     f"to settle; {_where_members_are(cluster)}"
                 )
             )
@@ -445,7 +315,7 @@ def wait_gone(
             report.stop()
             fail(
                 escape(
-                    f"timed out after {wait_timeout:g}s waiting for vcluster {_label(now)} "
+                    f"timed out after {wait_timeout:g}s waiting for vcluster {label(now)} "
                     f"to go; {_where_members_are(now)}"
                 )
             )
@@ -471,7 +341,7 @@ def _settle_and_show(
     if wait and cluster.get("status") != ACTIVE:
         fail(
             escape(
-                f"vcluster {_label(cluster)} is {cluster.get('status')}: "
+                f"vcluster {label(cluster)} is {cluster.get('status')}: "
                 f"{fault_line(cluster) or 'no fault'}"
             )
         )
@@ -516,7 +386,7 @@ def list_cmd(
         return
     table = new_table("ID", "Name", "Status", "Servers", "Volumes", "Project", "Fault")
     for c in clusters:
-        servers, volumes = _counts(c)
+        servers, volumes = counts(c)
         add_row(
             table,
             c.get("id"),
@@ -604,14 +474,14 @@ def delete(
                 if stuck is not None:
                     accepted.remove(c)
                     problems.append(
-                        f"vcluster {_label(stuck)} is {stuck.get('status')}, not deleted: "
+                        f"vcluster {label(stuck)} is {stuck.get('status')}, not deleted: "
                         f"{fault_line(stuck) or 'no fault'}"
                     )
     if json_out:
         emit_json({"deleted": [c["id"] for c in accepted]})
     else:
         for c in accepted:
-            say(f"vcluster {_label(c)} {'deleted' if wait else 'delete accepted'}")
+            say(f"vcluster {label(c)} {'deleted' if wait else 'delete accepted'}")
     if problems:
         fail(escape("\n".join(problems)))
 
@@ -634,6 +504,6 @@ def explain(
     if json_out:
         emit_json({"plan": plan})
     else:
-        _print_plan(plan)
+        print_plan(plan)
     if not plan.get("placeable"):
         raise typer.Exit(UNPLACEABLE)
