@@ -250,9 +250,7 @@ def test_every_member_is_listed_by_the_openstack_cli(live: LiveBroker, tmp_path:
     assert {v["Status"] for v in volumes.values()} == {"in-use"}
 
 
-def test_tenancy_and_the_project_volume_quota(
-    tmp_path: Path, live_broker_factory: Factory
-) -> None:
+def test_tenancy_and_the_project_volume_quota(tmp_path: Path, live_broker_factory: Factory) -> None:
     settings = make_settings(
         tmp_path,
         zones=[sim_zone("local", "local", hosts=4, volume_pool_gb=100)],
