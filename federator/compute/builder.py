@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, update
@@ -522,7 +522,11 @@ class Builder:
         cache = self.ctx.hosts
         reread = False
         for _ in range(MAX_RESELECT):
-            names = self.ctx.scheduler.select(cache.table, hreq, limit=ALTERNATES)
+            # Choosing and holding the first choice is one step, so the next worker of this
+            # process chooses with this claim counted (Nova's HostState does the same).
+            with cache.choosing():
+                names = self.ctx.scheduler.select(cache.table, hreq, limit=ALTERNATES)
+                first = cache.hold(cand.zone, names[0], *astuple(res)) if names else None
             if not names and not reread:
                 # The cache may overstate usage (capacity released since it was read):
                 # look at the database once before calling the zone full.
@@ -547,29 +551,32 @@ class Builder:
                     + _rejections(self.ctx.scheduler.filter_counts(cache.table, hreq))
                 )
                 return HostClaim()
-            for name in names:
+            for n, name in enumerate(names):
                 host_id = cache.host_id(cand.zone, name)
                 if host_id is None:
+                    cache.settle(first if n == 0 else None)
                     continue
-                result = claims.claim(
-                    self.ctx.api,
-                    instance_uuid=uuid,
-                    zone=cand.zone,
-                    host_id=host_id,
-                    host_name=name,
-                    res=res,
-                    limits=cand.limits,
-                    require_not_bursting=cand.thresholded,
-                    placement={**placement, "host": name},
-                    guard=guard,
-                )
+                held = first if n == 0 else cache.hold(cand.zone, name, *astuple(res))
+                try:
+                    result = claims.claim(
+                        self.ctx.api,
+                        instance_uuid=uuid,
+                        zone=cand.zone,
+                        host_id=host_id,
+                        host_name=name,
+                        res=res,
+                        limits=cand.limits,
+                        require_not_bursting=cand.thresholded,
+                        placement={**placement, "host": name},
+                        guard=guard,
+                    )
+                except BaseException:
+                    cache.settle(held)
+                    raise
                 if result.outcome is claims.ClaimOutcome.OK:
-                    u = result.host_usage
-                    if u is not None:
-                        cache.set_usage(
-                            u.host_id, u.vcpus_used, u.ram_used_mb, u.disk_used_gb, u.instances
-                        )
+                    cache.settle(held, result.host_usage)
                     return HostClaim(host=name)
+                cache.settle(held)
                 if result.outcome is claims.ClaimOutcome.GROUP_CONFLICT:
                     return HostClaim(rechoose=Rechoose(result.detail))
                 if result.outcome is claims.ClaimOutcome.ZONE_LIMIT:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import select
@@ -159,14 +160,93 @@ def _row(h: Host, metadata: Mapping[str, frozenset[str]] | None = None) -> HostR
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Resources a claim in flight in this process takes on a host, until it settles."""
+
+    host_id: int
+    vcpus: int
+    ram_mb: int
+    disk_gb: int
+
+
 class HostCache:
-    """The scheduler's columnar copy of the hosts table."""
+    """The scheduler's columnar copy of the hosts table.
+
+    Claims in flight in this process are held in it, as Nova's HostState consumes each
+    selection in memory: a worker chooses a host and holds what its instance takes in one
+    step (:meth:`choosing`, :meth:`hold`), so the next worker's choice sees it before the
+    claim commits; :meth:`settle` then replaces the hold by the database's figures (or
+    drops it). Every figure read from the database (a claim's result, a refresh, a reload)
+    is shown plus the holds still in flight on that host, so none is lost or counted
+    twice.
+    """
 
     def __init__(self, db: Database) -> None:
         self._db = db
         self._swap = threading.Lock()
         self._table = HostTable.from_rows([])
         self._ids: dict[int, int] = {}
+        self._held: dict[int, list[int]] = {}  # host id -> [vcpus, ram, disk, instances]
+        self._holds = threading.Lock()
+        self._choose = threading.Lock()
+
+    def choosing(self) -> threading.Lock:
+        """The lock a worker holds while it chooses a host and holds it (:meth:`hold`), so two
+        workers of this process never choose on the same figures."""
+        return self._choose
+
+    def hold(self, zone: str, name: str, vcpus: int, ram_mb: int, disk_gb: int) -> Hold | None:
+        """Count a claim about to be made on host ``name`` of ``zone`` in the table now;
+        None when the host is not in the table."""
+        host_id = self.host_id(zone, name)
+        if host_id is None:
+            return None
+        hold = Hold(host_id, vcpus, ram_mb, disk_gb)
+        with self._holds:
+            held = self._held.setdefault(host_id, [0, 0, 0, 0])
+            for k, v in enumerate((vcpus, ram_mb, disk_gb, 1)):
+                held[k] += v
+            self._shift(host_id, (vcpus, ram_mb, disk_gb, 1))
+        return hold
+
+    def settle(self, hold: Hold | None, usage: Any = None) -> None:
+        """The held claim ended: committed, with the host's figures as the claim left them
+        (``usage``, a :class:`federator.compute.claims.Usage`), or not (``usage`` None)."""
+        if hold is None:
+            return
+        with self._holds:
+            held = self._held.get(hold.host_id)
+            if held is not None:
+                for k, v in enumerate((hold.vcpus, hold.ram_mb, hold.disk_gb, 1)):
+                    held[k] -= v
+                if not any(held):
+                    del self._held[hold.host_id]
+            if usage is None:
+                self._shift(hold.host_id, (-hold.vcpus, -hold.ram_mb, -hold.disk_gb, -1))
+        if usage is not None:
+            self.set_usage(
+                usage.host_id, usage.vcpus_used, usage.ram_used_mb, usage.disk_used_gb,
+                usage.instances,
+            )  # fmt: skip
+
+    def _shift(self, host_id: int, delta: tuple[int, int, int, int]) -> None:
+        i = self._ids.get(host_id)
+        if i is None:
+            return
+        t = self._table
+        with t.lock:
+            t.set_usage(
+                i,
+                vcpus_used=max(0, int(t.vcpus_used[i]) + delta[0]),
+                ram_used_mb=max(0, int(t.ram_used[i]) + delta[1]),
+                disk_used_gb=max(0, int(t.disk_used[i]) + delta[2]),
+                instances=max(0, int(t.instances[i]) + delta[3]),
+            )
+
+    def _in_flight(self, host_id: int) -> tuple[int, int, int, int]:
+        held = self._held.get(host_id)
+        return (0, 0, 0, 0) if held is None else (held[0], held[1], held[2], held[3])
 
     @property
     def table(self) -> HostTable:
@@ -181,14 +261,16 @@ class HostCache:
                 _row(h, metadata.get(h.id))
                 for h in s.scalars(select(Host).order_by(Host.zone, Host.id))
             ]
-        table = HostTable.from_rows(rows)
-        ids = {}
-        for r in rows:
-            i = table.index_of(r.zone, r.name)
-            if i is not None:
-                ids[r.id] = i
-        with self._swap:
-            self._table, self._ids = table, ids
+        with self._holds:
+            rows = [_plus(r, self._in_flight(r.id)) for r in rows]
+            table = HostTable.from_rows(rows)
+            ids = {}
+            for r in rows:
+                i = table.index_of(r.zone, r.name)
+                if i is not None:
+                    ids[r.id] = i
+            with self._swap:
+                self._table, self._ids = table, ids
 
     def host_id(self, zone: str, name: str) -> int | None:
         i = self._table.index_of(zone, name)
@@ -197,14 +279,19 @@ class HostCache:
     def set_usage(
         self, host_id: int, vcpus_used: int, ram_used_mb: int, disk_used_gb: int, instances: int
     ) -> None:
-        i = self._ids.get(host_id)
-        if i is not None:
+        """Show the host's figures as the database has them, plus this process's claims
+        still in flight on it."""
+        with self._holds:
+            i = self._ids.get(host_id)
+            if i is None:
+                return
+            dv, dr, dd, di = self._in_flight(host_id)
             self._table.set_usage(
                 i,
-                vcpus_used=vcpus_used,
-                ram_used_mb=ram_used_mb,
-                disk_used_gb=disk_used_gb,
-                instances=instances,
+                vcpus_used=vcpus_used + dv,
+                ram_used_mb=ram_used_mb + dr,
+                disk_used_gb=disk_used_gb + dd,
+                instances=instances + di,
             )
 
     def refresh_host(self, host_id: int) -> None:
@@ -230,10 +317,16 @@ class HostCache:
         if i is None:
             return
         self._table.set_enabled(i, h.enabled, membership.explain_of(h))
-        self._table.set_usage(
-            i,
-            vcpus_used=h.vcpus_used,
-            ram_used_mb=h.ram_used_mb,
-            disk_used_gb=h.disk_used_gb,
-            instances=h.instances,
-        )
+        self.set_usage(h.id, h.vcpus_used, h.ram_used_mb, h.disk_used_gb, h.instances)
+
+
+def _plus(r: HostRow, held: tuple[int, int, int, int]) -> HostRow:
+    if not any(held):
+        return r
+    return replace(
+        r,
+        vcpus_used=r.vcpus_used + held[0],
+        ram_used_mb=r.ram_used_mb + held[1],
+        disk_used_gb=r.disk_used_gb + held[2],
+        instances=r.instances + held[3],
+    )

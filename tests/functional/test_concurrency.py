@@ -122,9 +122,11 @@ def test_boot_burst_fills_capacity_exactly(
         "local": LOCAL_CAP,
         **QUOTA,
     }
-    # Packing filled four hosts to the brim; the fifth took the rest.
+    # Every host within its 12; which of the claims in flight when the zone reached its
+    # high-water mark were refused (and so which hosts are short) is the race's to decide.
+    # Packing without a ceiling in the way fills host after host: test_spread_under_load.
     local_hosts = sorted(h.instances for h in ledger.hosts if h.zone == "local")
-    assert local_hosts == [LOCAL_CAP - 48, 12, 12, 12, 12]
+    assert sum(local_hosts) == LOCAL_CAP and max(local_hosts) <= 12, local_hosts
     with live.broker.dbs.cells["cell0"].read() as s:
         faults = {i.fault["reason"] for i in s.scalars(select(Instance)) if i.fault}
     assert faults == {"no_valid_host"}
