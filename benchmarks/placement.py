@@ -27,7 +27,16 @@ four workloads of N decisions each on a fresh copy of that zone:
 Only ``HostScheduler.select`` is timed (``time.perf_counter_ns``). After each
 decision the chosen host's usage is raised with ``set_usage``, as the claim in
 the real flow does; to keep the zone from filling up, the oldest placement is
-released once the zone holds one placement per host. Prints one JSON document.
+released once the zone holds one placement per host.
+
+``with_claim`` (per zone size, ``--claim-decisions`` decisions, ``plain`` requests) times a
+whole decision as the builder makes it, on a SQLite database in a temporary directory
+holding the zone and its hosts: the zone loads the policy reads (``zone_loads``), then
+``HostScheduler.select``, then the claim transaction (``compute.claims.claim``: the zone's
+and the host's conditional updates and the allocation row), then, once the zone holds one
+placement per host, the release of the oldest (``claims.release``), all inside the timed
+span. The policy's own zone ranking is not run (one zone, no policy). Prints one JSON
+document.
 """
 
 from __future__ import annotations
@@ -38,16 +47,24 @@ import os
 import platform
 import random
 import sys
+import tempfile
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from federator.compute import claims
 from federator.config import SchedulerConfig
+from federator.hosts.inventory import zone_loads
+from federator.policy.evaluate import Limits
 from federator.scheduler import HostRequest, HostRow, HostScheduler, HostTable
 from federator.scheduler.loader import scheduler_from_config
+from federator.storage import migrate
+from federator.storage.db import Database
+from federator.storage.models import Host, Zone
 
 ZONE = "bench"
 AZS = ("az1", "az2", "az3", "az4")
@@ -217,22 +234,128 @@ def run(rows: list[HostRow], scenario: str, decisions: int, seed: int) -> dict[s
     }
 
 
+def seed_database(db: Database, rows: list[HostRow]) -> list[int]:
+    """The zone and its hosts (capacity and usage as in ``rows``); returns host ids by row."""
+    migrate.upgrade(db, "api")
+    with db.write() as s:
+        s.add(Zone(name=ZONE, kind="local", driver="sim", cell="cell1"))
+        s.flush()
+        hosts = [
+            Host(
+                zone=ZONE,
+                name=r.name,
+                az=r.az,
+                enabled=r.enabled,
+                vcpus=r.vcpus,
+                ram_mb=r.ram_mb,
+                disk_gb=r.disk_gb,
+                vcpus_used=r.vcpus_used,
+                ram_used_mb=r.ram_used_mb,
+                disk_used_gb=r.disk_used_gb,
+                instances=r.instances,
+            )
+            for r in rows
+        ]
+        s.add_all(hosts)
+        s.flush()
+        return [h.id for h in hosts]
+
+
+def run_with_claim(rows: list[HostRow], decisions: int, seed: int) -> dict[str, Any]:
+    """Whole ``plain`` decisions: loads + select + claim (+ release of the oldest)."""
+    rng = random.Random(seed)
+    table = HostTable.from_rows(rows)
+    sched = make_scheduler()
+    no_limits = Limits(ram_mb=None, vcpus=None, instances=None)
+    warmup = min(WARMUP, decisions)
+    stages = {k: np.empty(decisions, dtype=np.int64) for k in ("select", "claim", "release")}
+    timings = np.empty(decisions, dtype=np.int64)
+    refused = no_valid_host = 0
+    with tempfile.TemporaryDirectory(prefix="federator-placement-") as tmp:
+        db = Database("api", f"sqlite:///{tmp}/api.sqlite")
+        try:
+            host_ids = seed_database(db, rows)
+            placed: deque[tuple[str, Placement]] = deque()
+            for n in range(warmup + decisions):
+                req = request(rng, "plain", deque())
+                t0 = time.perf_counter_ns()
+                zone_loads(db)
+                chosen = sched.select(table, req)
+                t1 = time.perf_counter_ns()
+                t2 = t3 = t1
+                if chosen:
+                    i = table.index_of(ZONE, chosen[0])
+                    assert i is not None
+                    member = str(uuid.uuid4())
+                    result = claims.claim(
+                        db,
+                        instance_uuid=member,
+                        zone=ZONE,
+                        host_id=host_ids[i],
+                        host_name=chosen[0],
+                        res=claims.Resources(req.vcpus, req.ram_mb, req.disk_gb),
+                        limits=no_limits,
+                        require_not_bursting=False,
+                    )
+                    t2 = time.perf_counter_ns()
+                    if result.outcome is claims.ClaimOutcome.OK:
+                        p = Placement(i, req.vcpus, req.ram_mb, req.disk_gb)
+                        adjust(table, p, 1)
+                        placed.append((member, p))
+                        if len(placed) > len(rows):
+                            oldest, old = placed.popleft()
+                            claims.release(db, oldest)
+                            adjust(table, old, -1)
+                    else:
+                        refused += n >= warmup
+                    t3 = time.perf_counter_ns()
+                if n >= warmup:
+                    k = n - warmup
+                    timings[k] = t3 - t0
+                    stages["select"][k] = t1 - t0
+                    stages["claim"][k] = t2 - t1
+                    stages["release"][k] = t3 - t2
+                    no_valid_host += not chosen
+        finally:
+            db.dispose()
+    ms = timings / 1e6
+    return {
+        "decisions": decisions,
+        "decisions_per_s": round(decisions / (float(timings.sum()) / 1e9), 1),
+        "p50_ms": round(float(np.percentile(ms, 50)), 4),
+        "p99_ms": round(float(np.percentile(ms, 99)), 4),
+        "max_ms": round(float(ms.max()), 4),
+        "stages_p50_ms": {
+            "loads_and_select": round(float(np.percentile(stages["select"] / 1e6, 50)), 4),
+            "claim": round(float(np.percentile(stages["claim"] / 1e6, 50)), 4),
+            "release": round(float(np.percentile(stages["release"] / 1e6, 50)), 4),
+        },
+        "claims_refused": refused,
+        "no_valid_host": no_valid_host,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--decisions", type=int, default=2000, help="timed decisions per run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sizes", default="100,1000,10000", help="comma-separated host counts")
+    parser.add_argument(
+        "--claim-decisions", type=int, default=500, help="timed whole decisions per size"
+    )
     args = parser.parse_args(argv)
-    if args.decisions < 1:
-        parser.error("--decisions must be at least 1")
+    if args.decisions < 1 or args.claim_decisions < 1:
+        parser.error("--decisions and --claim-decisions must be at least 1")
     sizes = [int(s) for s in args.sizes.split(",")]
 
     results: dict[str, dict[str, Any]] = {}
+    with_claim: dict[str, dict[str, Any]] = {}
     for size in sizes:
         rows = make_rows(random.Random(args.seed * 1_000_003 + size), size)
         results[str(size)] = {
             scenario: run(rows, scenario, args.decisions, args.seed) for scenario in SCENARIOS
         }
+        with_claim[str(size)] = run_with_claim(rows, args.claim_decisions, args.seed)
     ratios = {
         size: round(r["anti_affinity_1000"]["p50_ms"] / r["plain"]["p50_ms"], 3)
         for size, r in results.items()
@@ -256,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
         "weighers": {w.name: w.multiplier for w in sched.weighers},
         "aggregates": [{"share": share, "metadata": meta} for share, meta in AGGREGATES],
         "results": results,
+        "with_claim_timed": "zone_loads + select + claims.claim (+ claims.release of the "
+        "oldest once the zone holds one placement per host), SQLite",
+        "with_claim": with_claim,
         "anti_affinity_1000_p50_ratio": ratios,
         "targets": TARGETS,
         "meets_anti_affinity_1000_p50_ratio_max": meets_ratio,

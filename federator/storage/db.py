@@ -9,14 +9,21 @@ with sleeps of up to 100 ms, which under a burst of writers turns into seconds o
 latency, while a lock hands over the moment the writer before commits. On PostgreSQL
 both are plain READ COMMITTED transactions; claims rely on conditional ``UPDATE`` statements,
 which PostgreSQL re-evaluates after a row lock wait.
+
+Every ``write()`` adds to cheap counters (:class:`WriteGateStats`): how long writers waited
+for the gate and how long they held it. :func:`write_gate_stats` reads them for every
+database of the process, so a benchmark can tell queueing from work.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+import weakref
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +33,31 @@ from sqlalchemy.orm import Session, sessionmaker
 
 LOG = logging.getLogger(__name__)
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+@dataclass(frozen=True, slots=True)
+class WriteGateStats:
+    """Totals over every ``write()`` of a database since it was opened.
+
+    ``wait_s``: seconds spent waiting for the process's write gate (always ~0 on
+    PostgreSQL, which has no gate); ``held_s``: seconds from holding the gate until the
+    transaction ended (commit or rollback included), summed over writers, so on
+    PostgreSQL, where writers overlap, it may exceed the wall time; ``count``: writes.
+    A nested ``write()`` counts its own time as well as its enclosing one's.
+    """
+
+    wait_s: float = 0.0
+    held_s: float = 0.0
+    count: int = 0
+
+    def __add__(self, other: WriteGateStats) -> WriteGateStats:
+        return WriteGateStats(
+            self.wait_s + other.wait_s, self.held_s + other.held_s, self.count + other.count
+        )
+
+
+# Every open Database of the process, for write_gate_stats(); weak so that it keeps none.
+_OPEN: weakref.WeakSet[Database] = weakref.WeakSet()
 
 
 class Database:
@@ -62,6 +94,17 @@ class Database:
         self._write_gate: AbstractContextManager[object] = (
             threading.RLock() if self.is_sqlite else nullcontext()
         )
+        # Guards only the three counters below; held for a few additions per write.
+        self._stats_lock = threading.Lock()
+        self._wait_s = 0.0
+        self._held_s = 0.0
+        self._writes = 0
+        _OPEN.add(self)
+
+    def write_gate_stats(self) -> WriteGateStats:
+        """The write counters of this database so far (see :class:`WriteGateStats`)."""
+        with self._stats_lock:
+            return WriteGateStats(self._wait_s, self._held_s, self._writes)
 
     def describe(self) -> str:
         """The URL without its password, safe for logs and errors."""
@@ -79,16 +122,35 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A transaction that commits on success and rolls back on any exception."""
-        with self._write_gate, self._writer() as session:
+        asked = time.perf_counter()
+        with self._write_gate:
+            got = time.perf_counter()
             try:
-                yield session
-                session.commit()
-            except BaseException:
-                session.rollback()
-                raise
+                with self._writer() as session:
+                    try:
+                        yield session
+                        session.commit()
+                    except BaseException:
+                        session.rollback()
+                        raise
+            finally:
+                done = time.perf_counter()
+                with self._stats_lock:
+                    self._wait_s += got - asked
+                    self._held_s += done - got
+                    self._writes += 1
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def write_gate_stats() -> dict[str, WriteGateStats]:
+    """The write counters of every database open in this process, summed by name
+    ("api", "cell0", ...); a name opened twice (say, by two brokers) adds up."""
+    totals: dict[str, WriteGateStats] = {}
+    for db in list(_OPEN):
+        totals[db.name] = totals.get(db.name, WriteGateStats()) + db.write_gate_stats()
+    return totals
 
 
 def _install_sqlite_hooks(engine: Engine) -> None:

@@ -102,3 +102,61 @@ def test_vclusters_quick() -> None:
     assert checks["plans_checked"] == placement["warmup"] + placement["samples"]
     assert checks["distinct_hosts_and_host_pools"] is True, checks["problems"]
     assert checks["state_restored"] is True
+
+
+@pytest.mark.slow
+def test_boot_quick_counts_only_202_and_reports_where_time_went() -> None:
+    doc = run_benchmark("boot.py", "--quick")
+    assert doc["benchmark"] == "boot" and doc["quick"] is True
+    assert doc["tokens"] == doc["clients"] == 8
+    assert doc["accepted"] + sum(doc["non_202"].values()) == doc["boots"] == 60
+    assert doc["accepted"] == doc["active"] == 60, doc["non_202"]
+    positive(doc, "accepted_per_s", "completed_per_s", "completion_s")
+    positive(doc["time_to_active_ms"], "p50", "p99")
+    assert doc["time_to_active_ms"]["p50"] <= doc["time_to_active_ms"]["p99"]
+    gate = doc["write_gate"]["api"]
+    positive(gate, "writes", "held_s", "busy_share")
+    assert 0 < gate["busy_share"] <= 1  # one gate on SQLite: held at most all the window
+    checks = doc["checks"]
+    assert checks["duplicates"] == 0 and checks["over_commit"] == 0
+    assert checks["accepted_active_exactly_once"] == 60
+    assert checks["instance_records"] == 60
+    rates = doc["http_rates"]
+    positive(rates, "root_per_s", "flavors_per_s", "flavors_over_root")
+    assert set(rates["flavors_statuses"]) == {"200"}  # every thread's own token is valid
+    assert doc["serve_exit_codes"] == [0]
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_boot_quick_on_two_brokers_sharing_postgresql() -> None:
+    from tests.conftest import PG_HOST, PG_PORT, _pg_admin, require
+
+    conn = _pg_admin()
+    require(conn is not None, f"PostgreSQL on {PG_HOST}:{PG_PORT} (user postgres, trust auth)")
+    conn.close()
+    url = f"postgresql://postgres@{PG_HOST}:{PG_PORT}/"
+    doc = run_benchmark("boot.py", "--quick", "--database", url, "--brokers", "2")
+    assert doc["config"]["brokers"] == 2
+    assert doc["write_gate"]["api"]["wait_s"] < 0.05  # PostgreSQL: no gate to wait for
+    for run in (doc, doc["multi_broker"]):
+        assert run["accepted"] == run["active"] == 60, run["non_202"]
+        assert run["checks"]["duplicates"] == 0 and run["checks"]["over_commit"] == 0
+        assert run["checks"]["accepted_active_exactly_once"] == 60
+    assert doc["multi_broker"]["serve_exit_codes"] == [0, 0]
+    positive(doc["multi_broker_over_one"], "accepted_per_s")
+
+
+@pytest.mark.slow
+def test_placement_times_whole_decisions_with_their_claim() -> None:
+    doc = run_benchmark(
+        "placement.py", "--decisions", "50", "--claim-decisions", "30", "--sizes", "100"
+    )
+    plain = doc["results"]["100"]["plain"]
+    whole = doc["with_claim"]["100"]
+    assert whole["decisions"] == 30 and whole["claims_refused"] == 0
+    positive(whole, "p50_ms", "p99_ms", "decisions_per_s")
+    positive(whole["stages_p50_ms"], "loads_and_select", "claim")
+    assert whole["p50_ms"] <= whole["p99_ms"]
+    # A claim is a database transaction: a whole decision costs more than a choice.
+    assert whole["p50_ms"] > plain["p50_ms"]
