@@ -323,6 +323,13 @@ class MonitorConfig(_Strict):
         description="how often built virtual clusters are checked: DEGRADED when a member has "
         "gone wrong, ACTIVE again when every member is fine",
     )
+    zone_lease_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="how long a node's lease on a zone's monitor jobs lasts without renewal: "
+        "the node's heartbeat renews it (at least three times a period); when the owner stops "
+        "renewing it, another node sharing the database takes the zone over within two periods",
+    )
     failures_to_down: int = Field(default=3, ge=1)
     list_batch_size: int = Field(default=500, ge=1)
     vanish_grace_seconds: float = Field(default=60.0, ge=0)

@@ -249,14 +249,22 @@ def _print_zone(zone: dict[str, Any], top: int) -> None:
 def monitor_status(
     url: UrlOpt = None, timeout: TimeoutOpt = DEFAULT_TIMEOUT, json_out: JsonOpt = False
 ) -> None:
-    """The monitor's jobs (runs, failures, last result) and how busy the build workers are."""
+    """The monitor's jobs (runs, failures, last result), which node runs each zone's jobs
+    (zone leases) and how busy the build workers are."""
     with session(url, timeout) as client:
         body = client.get(f"{BROKER}/monitor")
     if json_out:
         emit_json(body)
         return
     table = new_table(
-        "Job", "Runs", "Failures", "Last Started", "Duration (ms)", "Last Result", "Last Error"
+        "Job",
+        "Runs",
+        "Skipped",
+        "Failures",
+        "Last Started",
+        "Duration (ms)",
+        "Last Result",
+        "Last Error",
     )
     for job in body.get("jobs") or []:
         duration = job.get("last_duration_ms")
@@ -264,6 +272,7 @@ def monitor_status(
             table,
             job.get("name"),
             job.get("runs"),
+            job.get("skipped"),
             job.get("failures"),
             job.get("last_started"),
             None if duration is None else number(duration),
@@ -271,6 +280,19 @@ def monitor_status(
             job.get("last_error"),
         )
     print_table(table)
+    leases = new_table("Zone", "Owner", "Since", "Until", "State")
+    for lease in body.get("leases") or []:
+        state = "expired" if lease.get("expired") else "held" if lease.get("owner") else "free"
+        add_row(
+            leases,
+            lease.get("zone"),
+            lease.get("owner"),
+            lease.get("acquired_at"),
+            lease.get("expires_at"),
+            f"{state} (this node)" if lease.get("held_here") else state,
+        )
+    heading(f"zone leases (this node: {body.get('node')})")
+    print_table(leases)
     workers = body.get("workers") or {}
     say(f"build workers: {workers.get('busy', 0)} busy of {workers.get('count', 0)}")
 

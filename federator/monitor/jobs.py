@@ -20,9 +20,13 @@ LOG = logging.getLogger(__name__)
 
 @dataclass
 class JobRecord:
-    """What the API shows for each job: last run, duration, result, error."""
+    """What the API shows for each job: last run, duration, result, error. ``lease``: the
+    zone whose lease a run needs (None: the job runs in every node); ``skipped``: runs that
+    did nothing because this node did not hold it."""
 
     name: str
+    lease: str | None = None
+    skipped: int = 0
     runs: int = 0
     last_started: float | None = None
     last_duration: float | None = None

@@ -492,6 +492,21 @@ class Node(ApiBase):
     heartbeat_at: Mapped[float] = mapped_column(Float)
 
 
+class ZoneLease(ApiBase):
+    """Which node runs a zone's monitor jobs, until when (:mod:`federator.monitor.leases`).
+
+    Cluster-wide jobs take a lease on a pseudo-zone whose name starts with ``*``. Times are
+    seconds since the epoch on the owner's clock, as ``nodes.heartbeat_at``.
+    """
+
+    __tablename__ = "zone_leases"
+
+    zone: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    acquired_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+
+
 class PolicyVersion(ApiBase):
     """Every policy document the broker has put in force, in order."""
 

@@ -10,25 +10,55 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from federator.api.deps import BrokerDep
 from federator.api.views import iso
+from federator.monitor.leases import list_leases
 from federator.storage.events import EventKind, list_events
 
 router = APIRouter(prefix="/monitor", tags=["monitor (broker)"])
 
 
+def _stamp(t: float | None) -> str | None:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if t else None
+
+
+def _leases(broker: BrokerDep) -> list[dict[str, Any]]:
+    """Every lease this node wants (its zones and the cluster-wide pseudo-zones), as the
+    database has it: who holds it, since and until when; ``owner`` None when nobody ever
+    held it or its last holder gave it up, ``expired`` when its holder stopped renewing it
+    and nobody took it over yet."""
+    keeper = broker.monitor.leases
+    recorded = list_leases(broker.dbs.api)
+    now = keeper.clock()
+    out = []
+    for zone in keeper.zones:
+        lease = recorded.get(zone)
+        out.append(
+            {
+                "zone": zone,
+                "owner": lease.owner if lease else None,
+                "acquired_at": _stamp(lease.acquired_at) if lease else None,
+                "expires_at": _stamp(lease.expires_at) if lease else None,
+                "expired": lease is not None and not lease.live(now),
+                "held_here": keeper.holds(zone),
+            }
+        )
+    return out
+
+
 @router.get("")
 def monitor_status(broker: BrokerDep) -> dict[str, Any]:
+    """Jobs of this node (``skipped``: runs that did nothing because another node holds the
+    job's zone lease), the zone leases of every node sharing the database, and the build
+    workers."""
     jobs = []
     for r in broker.monitor.records.values():
         jobs.append(
             {
                 "name": r.name,
+                "lease": r.lease,
                 "runs": r.runs,
+                "skipped": r.skipped,
                 "failures": r.failures,
-                "last_started": (
-                    datetime.fromtimestamp(r.last_started, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-                    if r.last_started
-                    else None
-                ),
+                "last_started": _stamp(r.last_started),
                 "last_duration_ms": (
                     round(r.last_duration * 1000, 2) if r.last_duration is not None else None
                 ),
@@ -37,7 +67,9 @@ def monitor_status(broker: BrokerDep) -> dict[str, Any]:
             }
         )
     return {
+        "node": broker.settings.node_id,
         "jobs": jobs,
+        "leases": _leases(broker),
         "workers": {"count": broker.settings.workers.count, "busy": broker.workers.busy},
     }
 
