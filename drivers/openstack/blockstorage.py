@@ -76,6 +76,8 @@ _EPOCH = datetime.min.replace(tzinfo=UTC)
 _TRY_ELSEWHERE = re.compile(
     r"no valid (host|backend|pool)|quota|capacity|insufficient|no_valid_host|no pool", re.I
 )
+# Unknown attached servers looked up one GET each; more are read with one listing.
+_GET_AT_MOST = 20
 _MULTIATTACH_SPEC = re.compile(r"^\s*(<is>\s*)?true\s*$", re.I)
 
 
@@ -281,6 +283,7 @@ class CinderBlockStorage(BlockStorage):
         :raises VolumeNotFound: no such volume.
         :raises TransientError, AuthError, PermanentError:
         """
+        from openstack.compute.v2.server import Server
         from openstack.exceptions import ConflictException
 
         with self._locks.held(uuid):
@@ -296,9 +299,11 @@ class CinderBlockStorage(BlockStorage):
                 return
             for sid in targets:
                 # A conflict: it is already being detached, and the wait below sees it end.
+                # The server goes as a Server, not an id: given a bare id, openstacksdk
+                # first looks it up to tell server from volume (one more remote call).
                 with translated(self.zone, about="attachment"), suppress(ConflictException):
                     self._conn().compute.delete_volume_attachment(
-                        sid, volume.id, ignore_missing=True
+                        Server(id=sid), volume.id, ignore_missing=True
                     )
             LOG.info("zone %s: detaching volume %s from %s", self.zone, uuid, server_uuid)
             self._wait_detached(volume.id, set(targets), uuid, server_uuid)
@@ -411,8 +416,9 @@ class CinderBlockStorage(BlockStorage):
 
     def _server_uuids(self, ids: Iterable[Any]) -> dict[str, str]:
         """Remote server id -> broker server uuid for ``ids``: from what is known, else one
-        GET (or, for several unknown ids, one listing). A server without this broker's
-        metadata maps to its own id."""
+        GET per unknown id (or, past ``_GET_AT_MOST`` unknown ids, one listing, which
+        costs less than that many GETs). A server without this broker's metadata maps to
+        its own id."""
         from openstack.exceptions import NotFoundException
 
         wanted = {str(i) for i in ids if i}
@@ -420,11 +426,11 @@ class CinderBlockStorage(BlockStorage):
         if unknown:
             with translated(self.zone):
                 compute = self._conn().compute
-                if len(unknown) == 1:
-                    try:
-                        servers = [compute.get_server(unknown[0])]
-                    except NotFoundException:
-                        servers = []
+                servers: list[Any] = []
+                if len(unknown) <= _GET_AT_MOST:
+                    for sid in unknown:
+                        with suppress(NotFoundException):
+                            servers.append(compute.get_server(sid))
                 else:
                     servers = [s for s in compute.servers(details=True) if str(s.id) in unknown]
             for server in servers:

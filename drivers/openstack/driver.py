@@ -4,6 +4,15 @@ The remote cloud may be a real OpenStack or another federator broker (a child zo
 Instances are created through openstacksdk with the broker's instance uuid and broker id
 in server metadata; a create is idempotent because the driver looks the uuid up before it
 creates, so a retry after a timeout finds the server instead of making a second one.
+
+Look-ups do not scan the remote project. A server's remote name ends with the broker's
+uuid (``<name>-<uuid>``), so finding it is one server list with Nova's ``name`` filter set
+to the uuid, which the remote side evaluates (a regex match in Nova, a substring match in
+a child broker; a uuid holds no regex syntax, so both read it literally); what comes back
+is confirmed on its metadata (the uuid and this broker's id). Servers made before names
+carried the uuid are found through one scan of the project per driver object, done at the
+first miss unless a complete :meth:`OpenStackDriver.list_instances` has already learnt
+every server's id; after that, a miss is one filtered query and nothing more.
 Server groups have no metadata in Nova, so a remote group's name carries the broker id
 and the broker's group uuid, and the same look-up before create makes it idempotent.
 
@@ -49,6 +58,7 @@ from federator.keyedlocks import KeyedLocks
 LOG = logging.getLogger(__name__)
 _SETTLED = {PowerState.ACTIVE, PowerState.SHUTOFF, PowerState.ERROR, PowerState.DELETED}
 _GROUP_NAME_MAX = 255  # Nova's limit on a server group's name
+_SERVER_NAME_MAX = 255  # and on a server's
 # A remote build fault that means "not here, now": try the next zone. Nova says "No valid
 # host was found"; a child broker also says so, or that a server group "cannot take
 # another member" when the group's rule (kept there) refuses it on every host.
@@ -68,8 +78,13 @@ class OpenStackDriver(Driver):
         self._images: dict[str, str] = dict(opts.image_map)
         self._conn: Any = None
         # uuid -> remote server id, learned from creates and listings; lookups try it first
-        # (one GET) and fall back to scanning the project's servers.
+        # (one GET), then the remote name filter (one list call).
         self._ids: dict[str, str] = {}
+        # Whether every server of this broker in the remote project has had its id put in
+        # _ids (by a full listing): then servers named before names carried the uuid
+        # need no scan to be found.
+        self._indexed = False
+        self._indexing = threading.Lock()
         self._creating = KeyedLocks()
         self._grouping = KeyedLocks()
         self._storage: CinderBlockStorage | None = None
@@ -154,7 +169,7 @@ class OpenStackDriver(Driver):
                 self._key("project"): spec.project_id,
             }
             attrs: dict[str, Any] = {
-                "name": spec.name,
+                "name": self._server_name(spec.name, spec.uuid),
                 "flavor_id": self._resolve_flavor(spec.flavor.name),
                 "image_id": self._image(spec.image),
                 "networks": self._networks(),
@@ -197,10 +212,7 @@ class OpenStackDriver(Driver):
         batch: list[RemoteInstance] = []
         with translated(self.zone):
             for server in self.conn.compute.servers(details=True, limit=batch_size):
-                meta = server.metadata or {}
-                if meta.get(self._key("broker-id")) != self.context.broker_id:
-                    continue
-                if self._key("instance-uuid") not in meta:
+                if not self._mine(server):
                     continue
                 remote = self._remote(server)
                 self._ids[remote.uuid] = remote.remote_id
@@ -208,6 +220,8 @@ class OpenStackDriver(Driver):
                 if len(batch) >= batch_size:
                     yield batch
                     batch = []
+        # Every server of this broker has been seen: its id is known from here on.
+        self._indexed = True
         if batch:
             yield batch
 
@@ -331,15 +345,35 @@ class OpenStackDriver(Driver):
         return ids[0] if ids else None
 
     def _resolve_flavor(self, name: str) -> str:
+        """The remote id of the broker flavor ``name`` (mapped through ``flavor_map``).
+
+        :raises PermanentError: the remote cloud has no such flavor.
+        """
+        from openstack.exceptions import NotFoundException
+
         ref = self._flavor(name)
         with translated(self.zone):
-            flavor = self.conn.compute.find_flavor(ref, ignore_missing=True)
+            # ignore_missing=True is deprecated in openstacksdk (its default turns False
+            # in 6.0): a missing flavor is the exception, caught here.
+            try:
+                flavor = self.conn.compute.find_flavor(ref, ignore_missing=False)
+            except NotFoundException:
+                flavor = None
         if flavor is None:
             raise PermanentError(self.zone, f"the remote cloud has no flavor {ref!r}")
         return str(flavor.id)
 
+    def _server_name(self, name: str, uuid: str) -> str:
+        """``<name>-<uuid>`` (the uuid alone for an empty name), the name cut to fit Nova's
+        255 characters: the uuid in the name is what :meth:`_find` filters on."""
+        suffix = f"-{uuid}" if name else uuid
+        return name[: max(0, _SERVER_NAME_MAX - len(suffix))] + suffix
+
     def _find(self, uuid: str) -> Any:
-        """The remote server carrying broker uuid ``uuid`` in its metadata, or None."""
+        """The remote server of this broker carrying broker uuid ``uuid`` in its metadata,
+        or None: one GET when its id is known, else one server list filtered by name on
+        the remote side (see the module docstring), else, once per driver object and only
+        if no full listing has been made, one scan for servers named the old way."""
         from openstack.exceptions import NotFoundException
 
         known = self._ids.get(uuid)
@@ -352,14 +386,42 @@ class OpenStackDriver(Driver):
                 if server is not None and self._owns(server, uuid):
                     return server
                 self._ids.pop(uuid, None)
-            for server in self.conn.compute.servers(details=True):
+            # No paging parameters: one filtered answer fits in the remote's first page.
+            for server in self.conn.compute.servers(details=True, name=uuid):
                 if self._owns(server, uuid):
                     self._ids[uuid] = str(server.id)
                     return server
-        return None
+            return self._index_unfiltered(uuid)
+
+    def _index_unfiltered(self, uuid: str) -> Any:
+        """Scan the project once for servers of this broker whose names do not carry their
+        uuid (made before names did), learning every one's id; the server carrying
+        ``uuid`` if the scan meets it, else None. Later calls scan nothing: a server named
+        the old way is never made again, so all of them have been learnt."""
+        with self._indexing:
+            if self._indexed:
+                return None
+            found = None
+            for server in self.conn.compute.servers(details=True):
+                if not self._mine(server):
+                    continue
+                owner = str(server.metadata[self._key("instance-uuid")])
+                self._ids.setdefault(owner, str(server.id))
+                if owner == uuid:
+                    found = server
+            self._indexed = True
+        return found
+
+    def _mine(self, server: Any) -> bool:
+        """Made by this broker: its id and an instance uuid in the server's metadata."""
+        meta = server.metadata or {}
+        return (
+            meta.get(self._key("broker-id")) == self.context.broker_id
+            and self._key("instance-uuid") in meta
+        )
 
     def _owns(self, server: Any, uuid: str) -> bool:
-        return bool((server.metadata or {}).get(self._key("instance-uuid")) == uuid)
+        return self._mine(server) and server.metadata[self._key("instance-uuid")] == uuid
 
     def _wait(self, server_id: str, uuid: str, target: PowerState | None = None) -> Any:
         """Poll (bounded by ``wait_timeout``) until the server settles: reaches ``target``
