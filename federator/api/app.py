@@ -73,12 +73,15 @@ def create_app(broker: Broker) -> FastAPI:
     extensions.include_router(monitor.router)
     shared = APIRouter(prefix=BROKER_PREFIX, dependencies=[Depends(get_context)])
     shared.include_router(capacity.router)
+    # FastAPI tries every route of every included router in order until one matches, so the
+    # compute API, which clients call most, comes right after the version documents; no
+    # two of these routers serve overlapping paths, so the order changes nothing else.
     app.include_router(versions.router)
+    app.include_router(compute)
     app.include_router(identity.router)
     app.include_router(images.router)
     app.include_router(volumes.versions)
     app.include_router(volumes.router)
-    app.include_router(compute)
     app.include_router(extensions)
     app.include_router(shared)
     for r in scoped:

@@ -12,6 +12,7 @@ version that introduced a change (``if mv >= V2_64``), so each change is named o
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Annotated, NamedTuple
 
@@ -207,13 +208,15 @@ def negotiate(asked: str | None, minimum: Version, maximum: Version, service: st
     return version
 
 
-def response_headers(version: str) -> list[tuple[bytes, bytes]]:
-    """The headers that name the version an answer was made for."""
-    return [
+@functools.lru_cache(maxsize=256)
+def response_headers(version: str) -> tuple[tuple[bytes, bytes], ...]:
+    """The headers that name the version an answer was made for (built once per version:
+    every compute answer carries them)."""
+    return (
         (HEADER.encode(), f"{SERVICE} {version}".encode()),
         (LEGACY_HEADER.encode(), version.encode()),
         (b"vary", f"{HEADER}, {LEGACY_HEADER}".encode()),
-    ]
+    )
 
 
 MicroversionDep = Annotated[Version, Depends(requested_version)]

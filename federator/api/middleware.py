@@ -29,6 +29,7 @@ class RequestIdAndLimit:
             await self.app(scope, receive, send)
             return
         rid = f"req-{uuid.uuid4()}"
+        rid_bytes = rid.encode()
         scope.setdefault("state", {})["request_id"] = rid
         if "\x00" in scope.get("path", "") or b"%00" in scope.get("query_string", b""):
             # No identifier or filter holds NUL, and PostgreSQL refuses it in any text
@@ -37,11 +38,12 @@ class RequestIdAndLimit:
                 send, rid, 400, errors.BAD_REQUEST, "Bad request", "the URL contains a NUL byte"
             )
             return
-        headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-            await _too_large(send, rid, self.max_body)
-            return
+        for name, declared in scope.get("headers") or ():
+            if name == b"content-length":
+                if declared.isdigit() and int(declared) > self.max_body:
+                    await _too_large(send, rid, self.max_body)
+                    return
+                break
 
         # Buffer the body (bounded) before the app sees it: an oversized body is refused
         # whole, and the app never has to cope with a half-read request.
@@ -71,12 +73,13 @@ class RequestIdAndLimit:
 
         async def tagged_send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                hdrs = list(message.get("headers", []))
-                hdrs.append((b"x-openstack-request-id", rid.encode()))
-                version = scope["state"].get("microversion")
+                hdrs = list(message.get("headers", ()))
+                hdrs.append((b"x-openstack-request-id", rid_bytes))
+                state = scope["state"]
+                version = state.get("microversion")
                 if version:
                     hdrs.extend(response_headers(version))
-                volume_version = scope["state"].get("volume_microversion")
+                volume_version = state.get("volume_microversion")
                 if volume_version:
                     hdrs.extend(volume_headers(volume_version))
                 message = {**message, "headers": hdrs}

@@ -8,6 +8,7 @@ serves are listed with a note; the versions between are accepted and change noth
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -63,11 +64,14 @@ async def requested_volume_version(request: Request) -> Version:
     return version
 
 
-def response_headers(version: str) -> list[tuple[bytes, bytes]]:
-    return [
+@functools.lru_cache(maxsize=256)
+def response_headers(version: str) -> tuple[tuple[bytes, bytes], ...]:
+    """The headers that name the block-storage version an answer was made for (built once
+    per version)."""
+    return (
         (HEADER.encode(), f"{SERVICE} {version}".encode()),
         (b"vary", HEADER.encode()),
-    ]
+    )
 
 
 VolumeVersionDep = Annotated[Version, Depends(requested_volume_version)]

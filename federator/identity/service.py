@@ -107,6 +107,23 @@ class IdentityService:
             raise Unauthorized(reason=BAD_TOKEN)
         return info
 
+    def validate_cached(self, token: str | None) -> TokenInfo | None:
+        """Who ``token`` speaks for, if this process validated it recently (no database
+        read, so callable on the event loop); None when only :meth:`validate` can tell.
+
+        :raises Unauthorized: no token, or a recently validated token whose user, project
+            or roles have since gone from the directory.
+        """
+        if not token:
+            raise Unauthorized(reason=NO_TOKEN)
+        record = self.tokens.cached(token)
+        if record is None:
+            return None
+        info = self._info(record)
+        if info is None:
+            raise Unauthorized(reason=BAD_TOKEN)
+        return info
+
     def inspect(self, caller: TokenInfo, caller_token: str, subject: str | None) -> TokenInfo:
         """The token ``subject``, shown to an admin or to its own bearer.
 

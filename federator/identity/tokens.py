@@ -102,6 +102,18 @@ class TokenStore:
             )
         return token, record
 
+    def cached(self, token: str) -> TokenRecord | None:
+        """The record of ``token`` if this process validated it less than ``cache_seconds``
+        ago and it has not expired since; None means "not known here" (ask :meth:`find`),
+        never "invalid". Reads no database, so it may run on the event loop.
+        """
+        if len(token) > MAX_TOKEN_LENGTH:
+            return None
+        hit = self._cache.get(digest(token))
+        if hit is None or hit[1] <= self._monotonic() or hit[0].expires_at <= self.clock():
+            return None
+        return hit[0]
+
     def find(self, token: str | None) -> TokenRecord | None:
         """The record of ``token`` if it exists, is not revoked and has not expired."""
         if not token or len(token) > MAX_TOKEN_LENGTH:
@@ -135,6 +147,10 @@ class TokenStore:
                 .values(revoked_at=self.clock())
             )
             revoked: bool = result.rowcount == 1  # type: ignore[attr-defined]
+        # Again once committed: a validation that read the row while the update was in
+        # flight may have cached it in between.
+        with self._lock:
+            self._cache.pop(key, None)
         return revoked
 
     def _load(self, key: str) -> TokenRecord | None:
