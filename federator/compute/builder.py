@@ -5,17 +5,20 @@ on the build request) before the driver is called; the cell record is written be
 build request is removed. A build task found running after a crash therefore resumes from
 what the databases and the driver say: an instance already recorded in its cell is just
 mapped, one the driver already has is recorded, and a claim with nothing behind it is
-released and the request scheduled again.
+released and the request scheduled again. The transaction that maps the instance also
+ends its build task (the caller's ``also``), so a task is never done while its build
+request remains.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import astuple, dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, update
+from sqlalchemy.orm import Session
 
 from federator import errors
 from federator.compute import claims
@@ -49,6 +52,8 @@ MAX_RESELECT = 200
 # Claims a server group's guard refused because another member committed first; each
 # refusal re-reads the group, so this bounds a storm of members racing for few hosts.
 MAX_GROUP_RACES = 500
+# Work a build's caller adds to the transaction that maps the instance (ending its task).
+Also = Callable[[Session], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +94,14 @@ class Builder:
 
     # --- entry point ---------------------------------------------------------------
 
-    def build(self, task: TaskRef) -> None:
+    def build(self, task: TaskRef, *, also: Also | None = None) -> None:
+        """Run one build task to its end: the instance mapped to a cell, or to cell0.
+
+        ``also`` runs inside the API-database transaction that maps the instance (and
+        removes its build request), so the caller can end the task in that same commit;
+        it does not run when the build ends without mapping (the request was deleted, or
+        an exception is raised).
+        """
         uuid = task.instance_uuid
         with self.ctx.api.read() as s:
             br = s.get(BuildRequest, uuid)
@@ -103,12 +115,12 @@ class Builder:
             return
         spec = BootSpec.from_dict(spec_row.spec)
         held = claims.allocation_of(self.ctx.api, uuid)
-        if held is not None and self._resume(br, spec, held[0], held[1]):
+        if held is not None and self._resume(br, spec, held[0], held[1], also):
             return
         # Only a task that ran before (requeued after a crash) can have left a cell0 record.
-        if held is None and task.attempts and self._buried_already(uuid):
+        if held is None and task.attempts and self._buried_already(uuid, also):
             return
-        self._schedule_and_build(br, spec)
+        self._schedule_and_build(br, spec, also)
 
     def fail(self, uuid: str, message: str) -> None:
         """Bury a build that cannot be completed because of a broker fault."""
@@ -129,7 +141,9 @@ class Builder:
 
     # --- resume after a crash ------------------------------------------------------
 
-    def _resume(self, br: BuildRequest, spec: BootSpec, zone: str, host: str | None) -> bool:
+    def _resume(
+        self, br: BuildRequest, spec: BootSpec, zone: str, host: str | None, also: Also | None
+    ) -> bool:
         """True when the build is complete after looking at what already exists."""
         uuid = br.instance_uuid
         cell = self.ctx.cell_of_zone(zone)
@@ -137,7 +151,7 @@ class Builder:
             recorded = s.get(Instance, uuid) is not None
         if recorded:
             LOG.info("build %s: resuming, record already in %s", uuid, cell)
-            self._map(uuid, cell)
+            self._map(uuid, cell, also)
             return True
         driver = self.ctx.drivers[zone]
         try:
@@ -147,10 +161,10 @@ class Builder:
             claims.release(self.ctx.api, uuid)
             return False
         LOG.info("build %s: resuming, %s already created it", uuid, zone)
-        self._finalize(br, spec, zone, host, remote, dict(br.placement))
+        self._finalize(br, spec, zone, host, remote, dict(br.placement), also)
         return True
 
-    def _buried_already(self, uuid: str) -> bool:
+    def _buried_already(self, uuid: str, also: Also | None) -> bool:
         """True when a previous run wrote the cell0 record but died before mapping it.
 
         Scheduling again could place the instance while its cell0 record stays behind;
@@ -160,12 +174,14 @@ class Builder:
             buried = s.get(Instance, uuid) is not None
         if buried:
             LOG.info("build %s: resuming, already buried in cell0", uuid)
-            self._map(uuid, CELL0)
+            self._map(uuid, CELL0, also)
         return buried
 
     # --- scheduling loop -----------------------------------------------------------
 
-    def _schedule_and_build(self, br: BuildRequest, spec: BootSpec) -> None:
+    def _schedule_and_build(
+        self, br: BuildRequest, spec: BootSpec, also: Also | None = None
+    ) -> None:
         uuid = br.instance_uuid
         max_attempts = self.ctx.settings.workers.max_attempts
         attempts = br.attempts
@@ -175,7 +191,12 @@ class Builder:
         flavor = self.ctx.settings.flavor(spec.flavor_id)
         if flavor is None:
             self._bury(
-                br, spec, errors.BUILD_FAILED, f"flavor {spec.flavor_id} no longer exists", []
+                br,
+                spec,
+                errors.BUILD_FAILED,
+                f"flavor {spec.flavor_id} no longer exists",
+                [],
+                also=also,
             )
             return
         fspec = FlavorSpec(flavor.name, flavor.vcpus, flavor.ram_mb, flavor.disk_gb)
@@ -199,6 +220,7 @@ class Builder:
                     choice.headline or _headline(choice.code),
                     notes + choice.notes,
                     choice.placement,
+                    also=also,
                 )
                 return
             attempts += 1
@@ -259,6 +281,7 @@ class Builder:
                     f"{where} failed the build: {exc.reason}",
                     notes,
                     choice.placement,
+                    also=also,
                 )
                 return
             except Exception as exc:
@@ -271,9 +294,10 @@ class Builder:
                     f"{where}: unexpected driver error ({type(exc).__name__})",
                     notes,
                     choice.placement,
+                    also=also,
                 )
                 return
-            self._finalize(br, spec, choice.zone, choice.host, remote, choice.placement)
+            self._finalize(br, spec, choice.zone, choice.host, remote, choice.placement, also)
             return
         self._bury(
             br,
@@ -281,6 +305,7 @@ class Builder:
             errors.NO_VALID_HOST,
             f"no valid host was found after {attempts} attempt(s)",
             notes,
+            also=also,
         )
 
     def _group(self, spec: BootSpec, uuid: str) -> GroupState | None:
@@ -598,6 +623,7 @@ class Builder:
         host: str | None,
         remote: RemoteInstance,
         placement: dict[str, Any],
+        also: Also | None = None,
     ) -> None:
         now = utcnow()
         cell = self.ctx.cell_of_zone(zone)
@@ -612,6 +638,7 @@ class Builder:
             status=remote.state.value,
             addresses={k: list(v) for k, v in remote.addresses.items()},
             launched_at=remote.launched_at or now,
+            also=also,
         )
         on = f" on {host}" if host else ""
         LOG.info("build %s: %s in %s%s", br.instance_uuid, remote.state.value, zone, on)
@@ -624,6 +651,8 @@ class Builder:
         message: str,
         notes: Sequence[str],
         placement: dict[str, Any] | None = None,
+        *,
+        also: Also | None = None,
     ) -> None:
         claims.release(self.ctx.api, br.instance_uuid)
         details = list(dict.fromkeys(notes))
@@ -642,6 +671,7 @@ class Builder:
             availability_zone=spec.availability_zone,
             status="ERROR",
             fault=fault,
+            also=also,
         )
         LOG.warning(
             "build %s: buried in cell0 (%s): %s",
@@ -656,9 +686,12 @@ class Builder:
         br: BuildRequest,
         spec: BootSpec,
         placement: dict[str, Any],
+        *,
+        also: Also | None = None,
         **outcome: Any,
     ) -> None:
-        """Write the instance record into ``cell`` (once) and map the instance to it."""
+        """Write the instance record into ``cell`` (once) and map the instance to it;
+        ``also`` runs in the mapping transaction."""
         uuid = br.instance_uuid
         with self.ctx.cells[cell].write() as s:
             if s.get(Instance, uuid) is None:
@@ -681,16 +714,24 @@ class Builder:
                         **outcome,
                     )
                 )
-        self._map(uuid, cell)
+        self._map(uuid, cell, also)
 
-    def _map(self, uuid: str, cell: str) -> None:
+    def _map(self, uuid: str, cell: str, also: Also | None = None) -> None:
+        """Point the instance's mapping at ``cell`` and remove its build request, then run
+        ``also`` in the same transaction. The cell record must already be committed: a
+        crash before this commit leaves the build request, and the task, to resume."""
+        # Built before the write gate is taken and run as Core statements on the
+        # transaction's connection: the gate is held only to run them.
+        point = (
+            update(InstanceMapping).where(InstanceMapping.instance_uuid == uuid).values(cell=cell)
+        )
+        remove = delete(BuildRequest).where(BuildRequest.instance_uuid == uuid)
         with self.ctx.api.write() as s:
-            s.execute(
-                update(InstanceMapping)
-                .where(InstanceMapping.instance_uuid == uuid)
-                .values(cell=cell)
-            )
-            s.execute(delete(BuildRequest).where(BuildRequest.instance_uuid == uuid))
+            conn = s.connection()
+            conn.execute(point)
+            conn.execute(remove)
+            if also is not None:
+                also(s)
 
 
 def _rejections(counts: Mapping[str, int]) -> str:

@@ -21,7 +21,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, and_, delete, select, update
+from sqlalchemy import ColumnElement, Connection, and_, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from federator.policy.evaluate import Limits
@@ -93,35 +93,39 @@ def claim(
     ``guard`` runs first, before any counter moves, so the rows it locks are always taken
     before the zone's and the host's (one lock order, no deadlock).
     """
+    # Every statement is built before the write gate is taken; the gate covers only
+    # running them.
+    prepared = _prepare(
+        instance_uuid=instance_uuid,
+        zone=zone,
+        host_id=host_id,
+        res=res,
+        limits=limits,
+        require_not_bursting=require_not_bursting,
+    )
+    record = (
+        update(BuildRequest)
+        .where(BuildRequest.instance_uuid == instance_uuid)
+        .values(
+            zone=zone,
+            host=host_name,
+            placement=placement or {},
+            attempts=BuildRequest.attempts + 1,
+            updated_at=utcnow(),
+        )
+    )
     with db.write() as s:
         if guard is not None:
             refused = guard.check(s, zone, host_id)
             if refused is not None:
                 s.rollback()
                 return ClaimResult(ClaimOutcome.GROUP_CONFLICT, detail=refused)
-        result = take(
-            s,
-            instance_uuid=instance_uuid,
-            zone=zone,
-            host_id=host_id,
-            res=res,
-            limits=limits,
-            require_not_bursting=require_not_bursting,
-        )
+        conn = s.connection()
+        result = _run(conn, prepared)
         if result.outcome is not ClaimOutcome.OK:
             s.rollback()
             return result
-        s.execute(
-            update(BuildRequest)
-            .where(BuildRequest.instance_uuid == instance_uuid)
-            .values(
-                zone=zone,
-                host=host_name,
-                placement=placement or {},
-                attempts=BuildRequest.attempts + 1,
-                updated_at=utcnow(),
-            )
-        )
+        conn.execute(record)
     return result
 
 
@@ -143,6 +147,36 @@ def take(
     transaction claim several instances all or nothing; to take rows in one order, make
     them zone by zone and, within a zone, by host id.
     """
+    prepared = _prepare(
+        instance_uuid=instance_uuid,
+        zone=zone,
+        host_id=host_id,
+        res=res,
+        limits=limits,
+        require_not_bursting=require_not_bursting,
+    )
+    return _run(s.connection(), prepared)
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """One claim's statements, built ahead of the transaction that runs them."""
+
+    zone: Any
+    host: Any | None
+    host_id: int | None
+    allocation: Any
+
+
+def _prepare(
+    *,
+    instance_uuid: str,
+    zone: str,
+    host_id: int | None,
+    res: Resources,
+    limits: Limits,
+    require_not_bursting: bool,
+) -> _Prepared:
     zone_cond: list[ColumnElement[bool]] = [Zone.name == zone, Zone.state == "available"]
     if require_not_bursting:
         zone_cond.append(Zone.bursting.is_(False))
@@ -152,8 +186,8 @@ def take(
         zone_cond.append(Zone.vcpus_used + res.vcpus <= limits.vcpus)
     if limits.instances is not None:
         zone_cond.append(Zone.instances + 1 <= limits.instances)
-    moved = s.execute(
-        update(Zone)
+    return _Prepared(
+        zone=update(Zone)
         .where(and_(*zone_cond))
         .values(
             ram_used_mb=Zone.ram_used_mb + res.ram_mb,
@@ -161,26 +195,34 @@ def take(
             disk_used_gb=Zone.disk_used_gb + res.disk_gb,
             instances=Zone.instances + 1,
             updated_at=utcnow(),
-        )
-    )
-    if moved.rowcount != 1:  # type: ignore[attr-defined]
-        return ClaimResult(ClaimOutcome.ZONE_LIMIT)
-    usage: Usage | None = None
-    if host_id is not None:
-        row = s.execute(_take_on_host(res, Host.id == host_id)).first()
-        if row is None:
-            return ClaimResult(ClaimOutcome.HOST_FULL)
-        usage = Usage(host_id, row[0], row[1], row[2], row[3])
-    s.add(
-        Allocation(
+        ),
+        host=None if host_id is None else _take_on_host(res, Host.id == host_id),
+        host_id=host_id,
+        allocation=insert(Allocation).values(
             instance_uuid=instance_uuid,
             zone=zone,
             host_id=host_id,
             vcpus=res.vcpus,
             ram_mb=res.ram_mb,
             disk_gb=res.disk_gb,
-        )
+        ),
     )
+
+
+def _run(conn: Connection, p: _Prepared) -> ClaimResult:
+    """Run a prepared claim as Core statements on the transaction's connection: nothing
+    in the session holds the rows they change, and the ORM's per-statement work would
+    only lengthen the time the write gate is held."""
+    moved = conn.execute(p.zone)
+    if moved.rowcount != 1:
+        return ClaimResult(ClaimOutcome.ZONE_LIMIT)
+    usage: Usage | None = None
+    if p.host is not None and p.host_id is not None:
+        row = conn.execute(p.host).first()
+        if row is None:
+            return ClaimResult(ClaimOutcome.HOST_FULL)
+        usage = Usage(p.host_id, row[0], row[1], row[2], row[3])
+    conn.execute(p.allocation)
     return ClaimResult(ClaimOutcome.OK, usage)
 
 

@@ -12,10 +12,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, exists, select, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import Table, and_, bindparam, exists, select, update
+from sqlalchemy.orm import Session
 
 from federator.storage.db import Database
 from federator.storage.models import Node, Task, utcnow
@@ -85,6 +86,64 @@ def enqueue(
     return task
 
 
+def task_row(
+    instance_uuid: str,
+    action: str,
+    payload: dict[str, Any] | None = None,
+    *,
+    run_after: float = 0.0,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """A queued task as the values of an ``insert(Task)``, for callers that insert many
+    rows in one statement; the same task :func:`enqueue` adds."""
+    when = now or utcnow()
+    return {
+        "instance_uuid": instance_uuid,
+        "action": action,
+        "state": QUEUED,
+        "node": None,
+        "run_after": run_after,
+        "attempts": 0,
+        "payload": payload or {},
+        "error": "",
+        "created_at": when,
+        "updated_at": when,
+    }
+
+
+_TASKS: Table = Task.__table__  # type: ignore[assignment]
+_EARLIER = _TASKS.alias("earlier")
+# Runnable: queued, due, and no older unfinished task of the same instance.
+_CANDIDATES = (
+    select(_TASKS.c.id)
+    .where(
+        _TASKS.c.state == QUEUED,
+        _TASKS.c.run_after <= bindparam("now"),
+        ~exists().where(
+            and_(
+                _EARLIER.c.instance_uuid == _TASKS.c.instance_uuid,
+                _EARLIER.c.id < _TASKS.c.id,
+                _EARLIER.c.state.in_((QUEUED, RUNNING)),
+            )
+        ),
+    )
+    .order_by(_TASKS.c.id)
+    .limit(8)
+)
+_CANDIDATES_LOCKED = _CANDIDATES.with_for_update(skip_locked=True, of=_TASKS)
+_TAKE = (
+    update(_TASKS)
+    .where(_TASKS.c.id == bindparam("task_id"), _TASKS.c.state == QUEUED)
+    .values(state=RUNNING, node=bindparam("node"), updated_at=bindparam("at"))
+    .returning(_TASKS.c.instance_uuid, _TASKS.c.action, _TASKS.c.attempts, _TASKS.c.payload)
+)
+_FINISH = (
+    update(_TASKS)
+    .where(_TASKS.c.id == bindparam("task_id"))
+    .values(state=bindparam("state"), error=bindparam("error"), updated_at=bindparam("at"))
+)
+
+
 class TaskQueue:
     """Take, finish and recover tasks for one node (a broker process)."""
 
@@ -98,45 +157,53 @@ class TaskQueue:
 
     def take(self) -> TaskRef | None:
         """Claim the oldest runnable task, or return None when there is none."""
-        now = self.clock()
-        earlier = aliased(Task)
-        blocked = exists().where(
-            and_(
-                earlier.instance_uuid == Task.instance_uuid,
-                earlier.id < Task.id,
-                earlier.state.in_((QUEUED, RUNNING)),
-            )
-        )
-        query = (
-            select(Task.id)
-            .where(Task.state == QUEUED, Task.run_after <= now, ~blocked)
-            .order_by(Task.id)
-            .limit(8)
-        )
         with self.db.write() as s:
-            if not self.db.is_sqlite:
-                query = query.with_for_update(skip_locked=True, of=Task)
-            for task_id in s.scalars(query).all():
-                taken = s.execute(
-                    update(Task)
-                    .where(Task.id == task_id, Task.state == QUEUED)
-                    .values(state=RUNNING, node=self.node_id, updated_at=utcnow())
-                )
-                if taken.rowcount == 1:  # type: ignore[attr-defined]
-                    t = s.get_one(Task, task_id)
-                    return TaskRef(t.id, t.instance_uuid, t.action, t.attempts, dict(t.payload))
+            return self.take_in(s)
+
+    def take_in(self, session: Session) -> TaskRef | None:
+        """Claim the oldest runnable task inside the caller's write transaction.
+
+        The task is this node's once that transaction commits; if it rolls back, the
+        task stays queued. On PostgreSQL the candidates are locked ``SKIP LOCKED``, so
+        other brokers taking at the same time pass over them rather than wait.
+        """
+        # Core statements built once, on the session's connection: this runs with the
+        # write gate held, where the ORM's per-statement work would hold it longer.
+        conn = session.connection()
+        candidates = _CANDIDATES if self.db.is_sqlite else _CANDIDATES_LOCKED
+        for task_id in conn.execute(candidates, {"now": self.clock()}).scalars().all():
+            taken = conn.execute(
+                _TAKE, {"task_id": task_id, "node": self.node_id, "at": utcnow()}
+            ).first()
+            if taken is not None:
+                return TaskRef(task_id, taken[0], taken[1], taken[2], dict(taken[3] or {}))
         return None
 
-    def finish(self, task_id: int, *, state: str = DONE, error: str = "") -> None:
+    def finish(
+        self, task_id: int, *, state: str = DONE, error: str = "", take_next: bool = False
+    ) -> TaskRef | None:
+        """End a running task with ``state``; with ``take_next``, also claim the next
+        runnable task in the same transaction and return it (None when there is none or
+        ``take_next`` is false)."""
         with self.db.write() as s:
-            s.execute(
-                update(Task)
-                .where(Task.id == task_id)
-                .values(state=state, error=error[:4000], updated_at=utcnow())
-            )
+            self.finish_in(s, task_id, state=state, error=error)
+            return self.take_in(s) if take_next else None
 
-    def postpone(self, task_id: int, delay: float, *, error: str = "") -> None:
-        """Put a running task back in the queue to run after ``delay`` seconds."""
+    def finish_in(
+        self, session: Session, task_id: int, *, state: str = DONE, error: str = ""
+    ) -> None:
+        """End a running task inside the caller's write transaction, so that the task
+        ends exactly when the work it recorded there commits."""
+        session.connection().execute(
+            _FINISH, {"task_id": task_id, "state": state, "error": error[:4000], "at": utcnow()}
+        )
+
+    def postpone(
+        self, task_id: int, delay: float, *, error: str = "", take_next: bool = False
+    ) -> TaskRef | None:
+        """Put a running task back in the queue to run after ``delay`` seconds; with
+        ``take_next``, also claim the next runnable task in the same transaction and
+        return it."""
         with self.db.write() as s:
             s.execute(
                 update(Task)
@@ -150,7 +217,9 @@ class TaskQueue:
                     updated_at=utcnow(),
                 )
             )
+            nxt = self.take_in(s) if take_next else None
         self.notifier.notify()
+        return nxt
 
     # --- liveness ---------------------------------------------------------------------
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import uuid as uuidlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, insert, update
 
 from federator.compute import queue as taskqueue
 from federator.compute.bootspec import BootSpec
@@ -31,7 +32,13 @@ from federator.storage.models import (
     Instance,
     InstanceMapping,
     RequestSpec,
+    Task,
     utcnow,
+)
+
+# The build request's (attribute, column) pairs, as given to the accept transaction's insert.
+_BUILD_COLUMNS = tuple(
+    (attr, column.name) for attr, column in BuildRequest.__mapper__.columns.items()
 )
 
 # Which status each action needs, and the task_state it sets while it runs.
@@ -104,47 +111,64 @@ class ComputeService:
             )
         count = req.max_count
         now = utcnow()
+        snapshot = self.ctx.flavor_snapshot(flavor.id)
+        # Every row and view is made before the write gate is taken: the transaction
+        # only inserts, one statement per table for all ``count`` instances.
+        builds: list[dict[str, Any]] = []
+        specs: list[dict[str, Any]] = []
+        mappings: list[dict[str, Any]] = []
+        tasks: list[dict[str, Any]] = []
         accepted: list[ServerView] = []
+        for n in range(count):
+            uuid = str(uuidlib.uuid4())
+            name = req.name if count == 1 else f"{req.name}-{n + 1}"
+            spec = BootSpec(
+                name=name,
+                project_id=rc.project_id,
+                user_id=rc.user_id,
+                flavor_id=flavor.id,
+                image_id=image.id,
+                availability_zone=az,
+                metadata=dict(req.metadata or {}),
+                group=req.group,
+            )
+            br = BuildRequest(
+                instance_uuid=uuid,
+                project_id=rc.project_id,
+                user_id=rc.user_id,
+                name=name,
+                flavor_id=flavor.id,
+                image_id=image.id,
+                availability_zone=az,
+                metadata_=dict(req.metadata or {}),
+                zone=None,
+                host=None,
+                attempts=0,
+                placement={},
+                created_at=now,
+                updated_at=now,
+            )
+            builds.append({column: getattr(br, attr) for attr, column in _BUILD_COLUMNS})
+            specs.append({"instance_uuid": uuid, "spec": spec.to_dict()})
+            mappings.append(
+                {
+                    "instance_uuid": uuid,
+                    "cell": None,
+                    "project_id": rc.project_id,
+                    "created_at": now,
+                }
+            )
+            tasks.append(taskqueue.task_row(uuid, "build", now=now))
+            accepted.append(view_of_build(br, dict(snapshot)))
         with self.ctx.api.write() as s:
-            for n in range(count):
-                uuid = str(uuidlib.uuid4())
-                name = req.name if count == 1 else f"{req.name}-{n + 1}"
-                spec = BootSpec(
-                    name=name,
-                    project_id=rc.project_id,
-                    user_id=rc.user_id,
-                    flavor_id=flavor.id,
-                    image_id=image.id,
-                    availability_zone=az,
-                    metadata=dict(req.metadata or {}),
-                    group=req.group,
-                )
-                br = BuildRequest(
-                    instance_uuid=uuid,
-                    project_id=rc.project_id,
-                    user_id=rc.user_id,
-                    name=name,
-                    flavor_id=flavor.id,
-                    image_id=image.id,
-                    availability_zone=az,
-                    metadata_=dict(req.metadata or {}),
-                    attempts=0,
-                    placement={},
-                    created_at=now,
-                    updated_at=now,
-                )
-                s.add(br)
-                s.add(RequestSpec(instance_uuid=uuid, spec=spec.to_dict()))
-                s.add(
-                    InstanceMapping(
-                        instance_uuid=uuid, cell=None, project_id=rc.project_id, created_at=now
-                    )
-                )
-                taskqueue.enqueue(s, uuid, "build")
-                accepted.append(view_of_build(br, self.ctx.flavor_snapshot(flavor.id)))
+            # Core executemany on the session's connection, in foreign-key order.
+            conn = s.connection()
+            conn.execute(insert(BuildRequest), builds)
+            conn.execute(insert(RequestSpec), specs)
+            conn.execute(insert(InstanceMapping), mappings)
+            conn.execute(insert(Task), tasks)
             if req.group is not None:
                 groups.join(s, rc, req.group, [v.uuid for v in accepted], field=req.group_field)
-            s.flush()
         self.ctx.queue.notifier.notify(count)
         return accepted
 

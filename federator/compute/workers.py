@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 
+from sqlalchemy.orm import Session
+
 from federator.compute.actions import Actions
 from federator.compute.builder import Builder
 from federator.compute.context import ComputeContext
@@ -52,29 +54,48 @@ class WorkerPool:
     def _loop(self) -> None:
         queue = self.ctx.queue
         poll = self.ctx.settings.workers.poll_interval
-        while not self._stop.is_set():
-            try:
-                task = queue.take()
-            except Exception:
-                LOG.exception("worker could not read the task queue; retrying")
-                self._stop.wait(poll)
-                continue
+        task: TaskRef | None = None
+        # A task taken in the transaction that ended the previous one is run even when
+        # stop was asked meanwhile: it is this node's, as one taken by take() would be.
+        while task is not None or not self._stop.is_set():
             if task is None:
-                queue.notifier.wait(poll)
-                continue
+                try:
+                    task = queue.take()
+                except Exception:
+                    LOG.exception("worker could not read the task queue; retrying")
+                    self._stop.wait(poll)
+                    continue
+                if task is None:
+                    queue.notifier.wait(poll)
+                    continue
             with self._busy_lock:
                 self._busy += 1
             try:
-                self.run_one(task)
+                task = self.run_one(task, take_next=True)
+            except Exception:
+                LOG.exception("worker could not end a task; it goes back on restart")
+                task = None
             finally:
                 with self._busy_lock:
                     self._busy -= 1
 
-    def run_one(self, task: TaskRef) -> None:
+    def run_one(self, task: TaskRef, *, take_next: bool = False) -> TaskRef | None:
+        """Run ``task`` and end it (done, failed, or postponed to retry).
+
+        With ``take_next`` (and stop not asked), the transaction that ends the task also
+        claims this thread's next task, which is returned; a successful build ends its
+        task in the transaction that maps the instance. None when nothing was taken.
+        """
         queue = self.ctx.queue
+        taken: list[TaskRef | None] = []
+
+        def end_build(s: Session) -> None:
+            queue.finish_in(s, task.id, state=DONE)
+            taken.append(queue.take_in(s) if take_next and not self._stop.is_set() else None)
+
         try:
             if task.action == "build":
-                self.builder.build(task)
+                self.builder.build(task, also=end_build)
             elif task.action == remote_groups.CLEANUP:
                 remote_groups.cleanup(self.ctx, task)
             elif task.action in volume_tasks.ACTIONS:
@@ -84,14 +105,17 @@ class WorkerPool:
             else:
                 self.actions.run(task)
         except Retry as r:
-            queue.postpone(task.id, r.delay, error=r.reason)
-            return
+            return queue.postpone(task.id, r.delay, error=r.reason, take_next=self._next(take_next))
         except Exception as exc:
             LOG.exception("task %s (%s %s) failed", task.id, task.action, task.instance_uuid)
             reason = f"{type(exc).__name__}: {exc}"
             if task.attempts + 1 < MAX_TASK_ATTEMPTS:
-                queue.postpone(task.id, min(30.0, 0.5 * 2**task.attempts), error=reason)
-                return
+                return queue.postpone(
+                    task.id,
+                    min(30.0, 0.5 * 2**task.attempts),
+                    error=reason,
+                    take_next=self._next(take_next),
+                )
             # Out of retries: end the instance's uncertainty with a recorded fault.
             try:
                 if task.action == "build":
@@ -104,8 +128,14 @@ class WorkerPool:
                     self.actions.abandon(task, reason)
             except Exception:
                 LOG.exception("task %s: could not record the failure", task.id)
-                queue.postpone(task.id, 30.0, error=reason)
-                return
-            queue.finish(task.id, state=FAILED, error=reason)
-            return
-        queue.finish(task.id, state=DONE)
+                return queue.postpone(task.id, 30.0, error=reason, take_next=self._next(take_next))
+            return queue.finish(
+                task.id, state=FAILED, error=reason, take_next=self._next(take_next)
+            )
+        if taken:
+            # The build's own transaction ended the task (and may have taken the next).
+            return taken[0]
+        return queue.finish(task.id, state=DONE, take_next=self._next(take_next))
+
+    def _next(self, take_next: bool) -> bool:
+        return take_next and not self._stop.is_set()
