@@ -7,7 +7,7 @@ from numpy.typing import NDArray
 
 from federator.scheduler.hoststate import HostTable
 from federator.scheduler.request import HostRequest
-from federator.scheduler.weighers.base import HostWeigher, normalize
+from federator.scheduler.weighers.base import HostWeigher
 
 
 class InstancesWeigher(HostWeigher):
@@ -26,10 +26,3 @@ class InstancesWeigher(HostWeigher):
         self, table: HostTable, idx: NDArray[np.intp], req: HostRequest
     ) -> NDArray[np.float64]:
         return -table.instances[idx].astype(np.float64)
-
-    def scores(
-        self, table: HostTable, idx: NDArray[np.intp], req: HostRequest
-    ) -> NDArray[np.float64]:
-        """Minus the min-max normalised instance count, in [-1, 0]."""
-        negated: NDArray[np.float64] = -normalize(table.instances[idx].astype(np.float64))
-        return negated

@@ -75,15 +75,13 @@ def test_pack_picks_fullest() -> None:
 
 
 def test_weights_are_normalised_multiplied_and_summed() -> None:
-    # ram free: 4096, 1024, 8192 and vcpu free: 4, 1, 8 are scaled against 0 (their
-    # minval) and the best host; instances 2, 4, 0 min-max.
+    # ram free: 4096, 1024, 8192 -> 0.5/0.1428..., vcpu free: 4, 1, 8, instances 2, 4, 0
     t = _usage_table()
     sched = HostScheduler(weighers=[RamWeigher(2.0), VcpuWeigher(1.0), InstancesWeigher(3.0)])
     weights = {v.host: v.weight for v in sched.explain(t, SPREAD)}
-    ram = {"half": 4096 / 8192, "full": 1024 / 8192, "empty": 1.0}
-    cpu = {"half": 4 / 8, "full": 1 / 8, "empty": 1.0}
-    # minus the normalised count: Nova's NumInstancesWeigher at the opposite multiplier
-    inst = {"half": -0.5, "full": -1.0, "empty": 0.0}
+    ram = {"half": 3072 / 7168, "full": 0.0, "empty": 1.0}
+    cpu = {"half": 3 / 7, "full": 0.0, "empty": 1.0}
+    inst = {"half": 0.5, "full": 0.0, "empty": 1.0}
     for h in ("empty", "half", "full"):
         assert weights[h] == pytest.approx(2.0 * ram[h] + 1.0 * cpu[h] + 3.0 * inst[h])
 
@@ -104,4 +102,4 @@ def test_zero_multiplier_weigher_has_no_effect() -> None:
     t = _usage_table()
     sched = HostScheduler(weighers=[RamWeigher(0.0), InstancesWeigher(1.0)])
     weights = {v.host: v.weight for v in sched.explain(t, SPREAD)}
-    assert weights == {"half": -0.5, "full": -1.0, "empty": 0.0}
+    assert weights == {"half": 0.5, "full": 0.0, "empty": 1.0}
