@@ -65,7 +65,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -427,10 +427,17 @@ def database_checks(config: Path) -> dict[str, Any]:
     dbs = Databases.from_settings(load_settings(config))
     try:
         records: Counter[str] = Counter()
+        launched: dict[str, float] = {}
         for db in dbs.cells.values():
             with db.read() as s:
-                live = select(Instance.uuid).where(Instance.deleted.is_(False))
-                records.update(s.scalars(live))
+                live = select(Instance.uuid, Instance.launched_at).where(
+                    Instance.deleted.is_(False)
+                )
+                for uuid, at in s.execute(live):
+                    records[uuid] += 1
+                    if at is not None:
+                        aware = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+                        launched[uuid] = aware.timestamp()
         with dbs.api.read() as s:
             hosts = list(s.scalars(select(Host)))
             host_count = s.scalar(select(func.count()).select_from(Host))
@@ -450,6 +457,8 @@ def database_checks(config: Path) -> dict[str, Any]:
         "hosts": host_count,
         "hosts_over_capacity": len(over),
         "hosts_over_capacity_sample": over[:5],
+        # Full precision: the API shows launched_at to the second, as Nova's format does.
+        "launched": launched,
     }
 
 
@@ -564,8 +573,9 @@ def run_once(
     statuses = Counter(s["status"] for s in servers)
     active_times: list[float] = []
     last_active: float | None = None
+    recorded: dict[str, float] = checks_db.pop("launched", {})
     for s in servers:
-        launched = parse_time(s.get("OS-SRV-USG:launched_at"))
+        launched = recorded.get(s["id"]) or parse_time(s.get("OS-SRV-USG:launched_at"))
         if s["status"] == "ACTIVE" and launched is not None and s["id"] in sent:
             active_times.append(launched - sent[s["id"]])
             last_active = launched if last_active is None else max(last_active, launched)
