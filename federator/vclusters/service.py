@@ -127,7 +127,14 @@ class VClusterService:
                 s.add(_member_row(uuid, i.name, i.kind, now))
             taskqueue.enqueue(s, uuid, vbuild.BUILD)
         self.ctx.queue.notifier.notify()
-        return self.get(rc, uuid)
+        # The answer is the cluster as accepted: a worker may already be placing it (or
+        # have found it unplaceable) by the time a read would run.
+        return ClusterView(
+            id=uuid, name=spec.name, status="BUILD", project_id=rc.project_id,
+            user_id=rc.user_id, created_at=now, updated_at=now, spec=_stored(body),
+            instances=tuple(MemberView(i.name, i.kind, None, "BUILD", None, None)
+                            for i in spec.instances),
+        )  # fmt: skip
 
     # --- read ---------------------------------------------------------------------------
 
