@@ -40,7 +40,6 @@ from federator.scheduler.weighers import (
     SoftAffinityWeigher,
     SoftAntiAffinityWeigher,
     VcpuWeigher,
-    normalize,
 )
 
 __all__ = ["HostScheduler", "HostVerdict", "default_filters", "default_weighers"]
@@ -127,10 +126,12 @@ class HostScheduler:
     """Chooses hosts of one zone for a :class:`HostRequest`.
 
     Filters run in the given order; each removes hosts. Each weigher scores the
-    survivors; scores are min-max normalised to [0, 1] per weigher, multiplied
-    by the weigher's multiplier (negated for free-capacity weighers under
-    ``"pack"``) and summed. The highest sum wins; equal sums go to the host that
-    comes first in the table.
+    survivors; scores are normalised to [0, 1] per weigher as Nova does (min-max
+    over the survivors, with the weigher's ``minval``/``maxval`` bound in place of
+    the survivors' own), multiplied by the weigher's multiplier (negated for
+    free-capacity weighers under ``"pack"``) and summed. The highest sum wins;
+    equal sums go to the host that comes first in the table (Nova's stable sort
+    with ``host_subset_size = 1``, without its optional random choice).
 
     The scheduler holds no state of its own; it is safe to share between
     threads. Each call holds ``table.lock`` for its whole pass, so it sees one
@@ -246,10 +247,16 @@ class HostScheduler:
     def _weights(
         self, table: HostTable, idx: NDArray[np.intp], req: HostRequest
     ) -> NDArray[np.float64]:
-        """Summed, normalised, multiplied weights for the hosts at ``idx``."""
+        """Summed, normalised, multiplied weights for the hosts at ``idx``.
+
+        One host or none weighs 0, as in Nova's ``get_weighed_objects``, which
+        does not run the weighers for fewer than two hosts.
+        """
         total = np.zeros(idx.size, dtype=np.float64)
+        if idx.size <= 1:
+            return total
         for w in self.weighers:
             multiplier = w.signed_multiplier(req)
             if multiplier:
-                total += multiplier * normalize(w.weigh(table, idx, req))
+                total += multiplier * w.scores(table, idx, req)
         return total

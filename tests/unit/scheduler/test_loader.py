@@ -126,8 +126,8 @@ def test_configured_weighers_honour_the_policys_pack_or_spread() -> None:
     assert sched.select(t, pack, limit=3) == ["full", "half", "empty"]
     assert [v.weight for v in sched.explain(t, spread)] == [
         3.0,
-        pytest.approx(3 * 27232 / 60000),
-        0.0,
+        pytest.approx(3 * 32768 / 65536),
+        pytest.approx(3 * 5536 / 65536),
     ]
 
 

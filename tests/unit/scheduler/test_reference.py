@@ -158,19 +158,34 @@ def random_rows(rng: random.Random, n: int, zones: tuple[str, ...]) -> list[Host
 def ref_weights(
     hosts: list[HostRow], req: HostRequest, mults: tuple[float, float, float]
 ) -> list[float]:
+    """Nova's weighing (nova/weights.py): RAM and CPU scores floored at their minval 0
+    and normalised against it; the instance count min-max normalised, its
+    multiplier negated (the broker's weigher prefers fewer instances). Pack negates
+    all three, the instance weigher's with the capacity weighers'."""
     ram_m, cpu_m, inst_m = mults
     if req.weighing == "pack":
-        ram_m, cpu_m = -ram_m, -cpu_m
-    columns = [
-        (ram_m, [float(_free(r)[0]) for r in hosts]),
-        (cpu_m, [float(_free(r)[1]) for r in hosts]),
-        (inst_m, [-float(r.instances) for r in hosts]),
+        ram_m, cpu_m, inst_m = -ram_m, -cpu_m, -inst_m
+    if len(hosts) <= 1:
+        return [0.0] * len(hosts)
+    columns: list[tuple[float, float | None, list[float]]] = [
+        (ram_m, 0.0, [max(float(r.ram_mb - r.ram_used_mb), 0.0) for r in hosts]),
+        (
+            cpu_m,
+            0.0,
+            [
+                max(r.vcpus * _ratio(r, r.cpu_ratio, "cpu_allocation_ratio") - r.vcpus_used, 0.0)
+                for r in hosts
+            ],
+        ),
+        # Nova's NumInstancesWeigher at multiplier -inst_m
+        (-inst_m, None, [float(r.instances) for r in hosts]),
     ]
     total = [0.0] * len(hosts)
-    for m, raw in columns:
-        if not m or not raw:
+    for m, minval, raw in columns:
+        if not m:
             continue
-        lo, hi = min(raw), max(raw)
+        lo = min(raw) if minval is None else minval
+        hi = max(raw)
         for j, x in enumerate(raw):
             total[j] += m * (0.0 if hi == lo else (x - lo) / (hi - lo))
     return total

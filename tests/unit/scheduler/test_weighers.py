@@ -42,11 +42,12 @@ def test_raw_scores() -> None:
     assert InstancesWeigher().weigh(t, idx, SPREAD).tolist() == [-5.0, -2.0]
 
 
-def test_pack_negates_only_free_capacity_weighers() -> None:
+def test_pack_negates_the_capacity_and_instance_weighers() -> None:
     assert RamWeigher(2.0).signed_multiplier(PACK) == -2.0
     assert RamWeigher(2.0).signed_multiplier(SPREAD) == 2.0
     assert VcpuWeigher().signed_multiplier(PACK) == -1.0
-    assert InstancesWeigher().signed_multiplier(PACK) == InstancesWeigher().multiplier > 0
+    assert InstancesWeigher().signed_multiplier(PACK) == -InstancesWeigher().multiplier < 0
+    assert InstancesWeigher().signed_multiplier(SPREAD) == InstancesWeigher().multiplier
 
 
 def test_multiplier_must_be_finite() -> None:
@@ -75,13 +76,15 @@ def test_pack_picks_fullest() -> None:
 
 
 def test_weights_are_normalised_multiplied_and_summed() -> None:
-    # ram free: 4096, 1024, 8192 -> 0.5/0.1428..., vcpu free: 4, 1, 8, instances 2, 4, 0
+    # ram free: 4096, 1024, 8192 and vcpu free: 4, 1, 8 are scaled against 0 (their
+    # minval) and the best host; instances 2, 4, 0 min-max.
     t = _usage_table()
     sched = HostScheduler(weighers=[RamWeigher(2.0), VcpuWeigher(1.0), InstancesWeigher(3.0)])
     weights = {v.host: v.weight for v in sched.explain(t, SPREAD)}
-    ram = {"half": 3072 / 7168, "full": 0.0, "empty": 1.0}
-    cpu = {"half": 3 / 7, "full": 0.0, "empty": 1.0}
-    inst = {"half": 0.5, "full": 0.0, "empty": 1.0}
+    ram = {"half": 4096 / 8192, "full": 1024 / 8192, "empty": 1.0}
+    cpu = {"half": 4 / 8, "full": 1 / 8, "empty": 1.0}
+    # minus the normalised count: Nova's NumInstancesWeigher at the opposite multiplier
+    inst = {"half": -0.5, "full": -1.0, "empty": 0.0}
     for h in ("empty", "half", "full"):
         assert weights[h] == pytest.approx(2.0 * ram[h] + 1.0 * cpu[h] + 3.0 * inst[h])
 
@@ -102,4 +105,4 @@ def test_zero_multiplier_weigher_has_no_effect() -> None:
     t = _usage_table()
     sched = HostScheduler(weighers=[RamWeigher(0.0), InstancesWeigher(1.0)])
     weights = {v.host: v.weight for v in sched.explain(t, SPREAD)}
-    assert weights == {"half": 0.5, "full": 0.0, "empty": 1.0}
+    assert weights == {"half": -0.5, "full": -1.0, "empty": 0.0}
