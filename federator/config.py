@@ -299,6 +299,14 @@ class ApiConfig(_Strict):
         description="how long an idle client connection stays open; longer than the "
         "OpenStack clients' 5-second status polls, so a poll never races the close",
     )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="API worker processes sharing the listening socket; each is a node of "
+        "its own (node id '<node_id>-<n>') with its own build workers, and the zones' "
+        "monitor jobs run in one of them at a time (zone leases)",
+    )
 
 
 class WorkerConfig(_Strict):

@@ -29,14 +29,27 @@ def serve(
     ready_file: Annotated[
         str | None, typer.Option(help="Write the bound port to this file once serving.")
     ] = None,
+    api_workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="API worker processes on the one socket, each a node with its own build "
+            "workers (default: api.workers, 1).",
+        ),
+    ] = None,
 ) -> None:
-    """Run the broker: API, build workers and monitor in one process."""
+    """Run the broker: API, build workers and monitor, in one process or api.workers."""
     from federator.daemon import configure_logging
     from federator.daemon import serve as run
 
     settings = settings_or_exit(config)
     api = settings.api.model_copy(
-        update={k: v for k, v in (("host", host), ("port", port)) if v is not None}
+        update={
+            k: v
+            for k, v in (("host", host), ("port", port), ("workers", api_workers))
+            if v is not None
+        }
     )
     settings = settings.model_copy(update={"api": api})
     configure_logging(settings.log_level)
