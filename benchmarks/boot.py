@@ -3,13 +3,13 @@
 Usage::
 
     python benchmarks/boot.py [--boots 2000] [--clients 32] [--workers 8] [--hosts 200]
-        [--database postgresql://USER@HOST:PORT/] [--brokers N] [--compare-seconds 3]
-        [--quick]
+        [--database postgresql://USER@HOST:PORT/] [--brokers N] [--api-workers N]
+        [--compare-seconds 3] [--quick]
 
-It starts ``federator serve --port 0`` in child processes (through
-``benchmarks/serve_stats.py``, which also hands over the broker's database write
-counters), so the load generator does not share a broker's interpreter. One simulated
-local zone is large enough for every boot; the policy has no thresholds.
+It starts ``federator serve --port 0`` in child processes, so the load generator does not
+share a broker's interpreter; ``--api-workers N`` starts each with N API worker
+processes. One simulated local zone is large enough for every boot; the policy has no
+thresholds.
 
 Identity: the written configuration declares one project and one member user per client
 thread, plus an admin; each thread authenticates as its own user, so requests carry
@@ -32,13 +32,18 @@ Measured, per run:
 * ``completed_per_s``: boots that reached ACTIVE over the time from the first request to
   the last ``launched_at``; ``time_to_active_ms``: p50/p99/max of ``launched_at`` minus
   the moment its POST was sent (the broker's clock and the client's are the same one);
-* ``write_gate``: per database, the brokers' ``write()`` counters over the window from
-  just before the first request until every boot left BUILD: writes, total wait for the
+* ``write_gate``: per database, the brokers' own ``write()`` counters (``databases`` of
+  ``GET /federator/v1/monitor``, asked of every node) over the window from just before
+  the first request until every boot left BUILD: writes, total wait for the process's
   write gate and total time holding it, as shares of the window (``wait_share`` may
   exceed 1: several writers wait at once; ``busy_share`` is the share of the window a
   write held the gate; on PostgreSQL there is no gate and writers overlap, so it is
-  the mean number of write transactions in flight). With N brokers the shares are
-  per broker (summed, divided by N);
+  the mean number of write transactions in flight). With several processes (brokers or
+  API workers) the shares are per process (summed, divided by their number); on SQLite
+  a process's writers also wait for the other processes' inside SQLite, which counts as
+  held;
+* ``peak_rss_mb``: the high-water mark of each broker process's resident memory
+  (``VmHWM``; with API workers, the supervisor and each worker), read before stopping;
 * ``checks``: every accepted id distinct, each listed and ACTIVE exactly once, no
   instance with records in two cells (``duplicates``), and no host's counters over its
   capacity times its ratio (``over_commit``), read from the databases after the run;
@@ -79,7 +84,6 @@ from federator.config import load_settings
 from federator.storage.models import Host, Instance
 
 COMPUTE = "/compute/v2.1"
-HERE = Path(__file__).resolve().parent
 TARGETS = {
     "accepted_per_s": 500,
     "completed_per_s": 250,
@@ -129,6 +133,7 @@ class Broker:
     proc: subprocess.Popen[bytes]
     url: str
     log: Path
+    nodes: list[str]  # the node ids answering at url (one per API worker)
 
 
 @dataclass
@@ -202,14 +207,13 @@ def write_config(
     return config
 
 
-def start_serve(config: Path, workdir: Path, index: int) -> Broker:
+def start_serve(config: Path, workdir: Path, index: int, api_workers: int) -> Broker:
     ready = workdir / f"ready-{index}"
     log = workdir / f"serve-{index}.log"
     with open(log, "wb") as out:
-        command = [sys.executable, str(HERE / "serve_stats.py"), "serve", "--config", str(config)]
+        command = [*federator_command(), "serve", "--config", str(config), "--port", "0"]
         proc = subprocess.Popen(
-            [*command, "--port", "0", "--ready-file", str(ready)],
-            stdin=subprocess.PIPE,
+            [*command, "--ready-file", str(ready), "--api-workers", str(api_workers)],
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -220,7 +224,9 @@ def start_serve(config: Path, workdir: Path, index: int) -> Broker:
             sys.stderr.write(log.read_text(errors="replace")[-4000:])
             raise SystemExit("a broker did not start")
         time.sleep(0.02)
-    return Broker(proc, f"http://127.0.0.1:{ready.read_text().strip()}", log)
+    node = f"bench-{index}"
+    nodes = [node] if api_workers == 1 else [f"{node}-{n}" for n in range(api_workers)]
+    return Broker(proc, f"http://127.0.0.1:{ready.read_text().strip()}", log, nodes)
 
 
 def stop_brokers(brokers: list[Broker]) -> list[int]:
@@ -237,24 +243,69 @@ def stop_brokers(brokers: list[Broker]) -> list[int]:
     return codes
 
 
-def gate_snapshot(brokers: list[Broker], workdir: Path) -> list[dict[str, dict[str, float]]]:
-    """Each broker's write counters, asked for through its standard input."""
-    paths = []
-    for n, b in enumerate(brokers):
-        path = workdir / f"gate-{n}-{uuid.uuid4().hex[:8]}.json"
-        assert b.proc.stdin is not None
-        b.proc.stdin.write(f"{path}\n".encode())
-        b.proc.stdin.flush()
-        paths.append(path)
+def gate_snapshot(
+    brokers: list[Broker], headers: dict[str, str]
+) -> list[dict[str, dict[str, float]]]:
+    """Every node's write counters, from its own ``GET /federator/v1/monitor``: asked on
+    new connections until each API worker has answered."""
     snapshots = []
-    deadline = time.monotonic() + 30
-    for path in paths:
-        while not path.exists():
+    for b in brokers:
+        seen: dict[str, dict[str, dict[str, float]]] = {}
+        deadline = time.monotonic() + 30
+        while set(seen) != set(b.nodes):
             if time.monotonic() > deadline:
-                raise SystemExit("a broker did not answer for its write counters")
-            time.sleep(0.005)
-        snapshots.append(json.loads(path.read_text(encoding="utf-8")))
+                raise SystemExit(f"nodes {sorted(set(b.nodes) - set(seen))} did not answer")
+            with httpx.Client(base_url=b.url, headers=headers, timeout=30) as client:
+                r = client.get("/federator/v1/monitor")
+                r.raise_for_status()
+            body = r.json()
+            seen[body["node"]] = {
+                name: {
+                    "wait_s": d["write_wait_s"],
+                    "held_s": d["write_held_s"],
+                    "count": d["writes"],
+                }
+                for name, d in body["databases"].items()
+            }
+        snapshots.extend(seen[n] for n in b.nodes)
     return snapshots
+
+
+def _api_workers(pid: int) -> list[int]:
+    """The API worker processes of the broker ``pid``: its children started by
+    multiprocessing's spawn (not its resource tracker)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                spawned = b"spawn_main" in (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if spawned and int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _vm_hwm_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+def peak_rss(brokers: list[Broker]) -> dict[str, Any]:
+    """Peak resident memory (VmHWM, MB) of each broker process and of its API workers."""
+    per: list[float] = []
+    for b in brokers:
+        for pid in [b.proc.pid, *_api_workers(b.proc.pid)]:
+            mb = _vm_hwm_mb(pid)
+            if mb is not None:
+                per.append(mb)
+    return {"max": max(per) if per else None, "per_process": sorted(per, reverse=True)}
 
 
 def gate_figures(
@@ -530,7 +581,7 @@ def run_once(
             ]
             # One after the other: the first creates the schema and the identity rows.
             for n, config in enumerate(configs):
-                run.procs.append(start_serve(config, run.workdir, n))
+                run.procs.append(start_serve(config, run.workdir, n, args.api_workers))
             broker_urls = [b.url for b in run.procs]
             tokens = [
                 issue_token(broker_urls[n % brokers], u.name, u.project, password)
@@ -544,14 +595,14 @@ def run_once(
             gate_start: list[float] = []
 
             def on_start() -> None:
-                before.extend(gate_snapshot(run.procs, run.workdir))
+                before.extend(gate_snapshot(run.procs, admin))
                 gate_start.append(time.perf_counter())
 
             start_wall, submission_s, answers = submit_boots(
                 broker_urls, args.boots, tokens, on_start
             )
             built = wait_until_built(broker_urls[0], args.timeout, admin)
-            after = gate_snapshot(run.procs, run.workdir)
+            after = gate_snapshot(run.procs, admin)
             window_s = time.perf_counter() - gate_start[0]
             servers = list_servers(broker_urls[0], admin)
             http = (
@@ -559,6 +610,7 @@ def run_once(
                 if rates
                 else None
             )
+            memory = peak_rss(run.procs)
         finally:
             exit_codes = stop_brokers(run.procs)
             checks_db = database_checks(configs[0]) if run.procs else {}
@@ -614,6 +666,7 @@ def run_once(
         if active_times
         else None,
         "write_gate": gate_figures(before, after, window_s),
+        "peak_rss_mb": memory,
         "checks": {
             "accepted_ids_distinct": len(accepted_ids) == len(set(accepted_ids)),
             "accepted_active_exactly_once": active_once,
@@ -774,6 +827,9 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for ACTIVE")
     parser.add_argument("--database", help="PostgreSQL server URL; fresh databases are made")
     parser.add_argument("--brokers", type=int, default=1, help="brokers on --database")
+    parser.add_argument(
+        "--api-workers", type=int, default=1, help="API worker processes per broker"
+    )
     parser.add_argument("--compare-clients", type=int, default=32)
     parser.add_argument("--compare-seconds", type=float, default=3.0)
     parser.add_argument(
@@ -783,8 +839,8 @@ def main() -> int:
     if args.quick:
         args.boots, args.clients, args.hosts, args.workers = 60, 8, 20, 4
         args.compare_clients, args.compare_seconds = 8, 0.5
-    if args.boots < 1 or args.clients < 1 or args.brokers < 1:
-        parser.error("--boots, --clients and --brokers must be at least 1")
+    if args.boots < 1 or args.clients < 1 or args.brokers < 1 or args.api_workers < 1:
+        parser.error("--boots, --clients, --brokers and --api-workers must be at least 1")
     if args.boots > args.hosts * 16:
         parser.error(f"{args.hosts} hosts hold {args.hosts * 16} m1.small; raise --hosts")
     if args.brokers > 1 and not args.database:
@@ -830,6 +886,7 @@ def main() -> int:
             if server is not None
             else "sqlite (temporary directory)",
             "brokers": args.brokers,
+            "api_workers": args.api_workers,
             "workers": args.workers,
             "zone": f"local, sim, {args.hosts} hosts x 16384 MB / 16 vCPU",
             "flavor": "m1.small",

@@ -125,6 +125,23 @@ def test_boot_quick_counts_only_202_and_reports_where_time_went() -> None:
     positive(rates, "root_per_s", "flavors_per_s", "flavors_over_root")
     assert set(rates["flavors_statuses"]) == {"200"}  # every thread's own token is valid
     assert doc["serve_exit_codes"] == [0]
+    memory = doc["peak_rss_mb"]
+    assert len(memory["per_process"]) == 1 and 30 < memory["max"] < 2000, memory
+
+
+@pytest.mark.slow
+def test_boot_quick_with_two_api_workers() -> None:
+    doc = run_benchmark("boot.py", "--quick", "--api-workers", "2")
+    assert doc["config"]["api_workers"] == 2
+    assert doc["accepted"] == doc["active"] == 60, doc["non_202"]
+    checks = doc["checks"]
+    assert checks["duplicates"] == 0 and checks["over_commit"] == 0
+    assert checks["accepted_active_exactly_once"] == 60
+    # the counters of both workers: together they wrote every boot
+    assert doc["write_gate"]["api"]["writes"] >= 3 * 60
+    # the supervisor and its two workers
+    assert len(doc["peak_rss_mb"]["per_process"]) == 3, doc["peak_rss_mb"]
+    assert doc["serve_exit_codes"] == [0]
 
 
 @pytest.mark.slow

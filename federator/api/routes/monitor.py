@@ -71,7 +71,23 @@ def monitor_status(broker: BrokerDep) -> dict[str, Any]:
         "jobs": jobs,
         "leases": _leases(broker),
         "workers": {"count": broker.settings.workers.count, "busy": broker.workers.busy},
+        "databases": _databases(broker),
     }
+
+
+def _databases(broker: BrokerDep) -> dict[str, dict[str, Any]]:
+    """This node's write transactions per database since it started: how many, the
+    seconds spent waiting for the process's SQLite write gate, and the seconds they held
+    it (on PostgreSQL, which has no gate, the seconds they took, overlapping)."""
+    out: dict[str, dict[str, Any]] = {}
+    for db, _kind in broker.dbs.all():
+        stats = db.write_gate_stats()
+        out[db.name] = {
+            "writes": stats.count,
+            "write_wait_s": round(stats.wait_s, 6),
+            "write_held_s": round(stats.held_s, 6),
+        }
+    return out
 
 
 class EventQuery(BaseModel):
