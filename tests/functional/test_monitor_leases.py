@@ -10,11 +10,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.conftest import settings_data, sim_zone, write_config
-from tests.daemon import Daemon, tail
+from tests.daemon import Daemon
+from tests.functional.lease_support import owners as _owners
+from tests.functional.lease_support import runs as _runs
+from tests.functional.lease_support import status as _status
+from tests.functional.lease_support import wait_for as _wait
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -52,36 +55,6 @@ def _config(tmp_path: Path, node: str, database: dict[str, Any]) -> Path:
     )
     data["node_id"] = node
     return write_config(tmp_path / f"{node}.toml", data)
-
-
-def _status(d: Daemon) -> dict[str, Any]:
-    r = httpx.get(f"{d.url}/federator/v1/monitor", headers=d.headers, timeout=10)
-    assert r.status_code == 200, r.text
-    body: dict[str, Any] = r.json()
-    return body
-
-
-def _runs(d: Daemon, job: str) -> int:
-    runs: int = {j["name"]: j for j in _status(d)["jobs"]}[job]["runs"]
-    return runs
-
-
-def _owners(d: Daemon) -> dict[str, str | None]:
-    """Who holds each lease, as a node sees it (None: nobody, or the lease expired)."""
-    return {
-        lease["zone"]: None if lease["expired"] else lease["owner"]
-        for lease in _status(d)["leases"]
-    }
-
-
-def _wait(what: str, check: Callable[[], bool], timeout: float, logs: list[Daemon]) -> float:
-    """Poll ``check`` until true; returns when it became true (monotonic)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s\n" + tail(logs[0].log))
-        time.sleep(0.1)
-    return time.monotonic()
 
 
 def test_each_zone_syncs_in_one_node_and_moves_to_another_when_its_owner_is_killed(
