@@ -18,6 +18,7 @@ from dataclasses import astuple, dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from federator import errors
@@ -693,27 +694,32 @@ class Builder:
         """Write the instance record into ``cell`` (once) and map the instance to it;
         ``also`` runs in the mapping transaction."""
         uuid = br.instance_uuid
-        with self.ctx.cells[cell].write() as s:
-            if s.get(Instance, uuid) is None:
-                s.add(
-                    Instance(
-                        uuid=uuid,
-                        name=spec.name,
-                        project_id=spec.project_id,
-                        user_id=spec.user_id,
-                        flavor_id=spec.flavor_id,
-                        flavor=self.ctx.flavor_snapshot(spec.flavor_id),
-                        image_id=spec.image_id,
-                        requested_az=spec.availability_zone,
-                        task_state=None,
-                        metadata_=dict(spec.metadata),
-                        placement=placement,
-                        policy_version=placement.get("policy_version"),
-                        created_at=br.created_at,
-                        updated_at=utcnow(),
-                        **outcome,
-                    )
-                )
+        values = {
+            "uuid": uuid,
+            "name": spec.name,
+            "project_id": spec.project_id,
+            "user_id": spec.user_id,
+            "flavor_id": spec.flavor_id,
+            "flavor": self.ctx.flavor_snapshot(spec.flavor_id),
+            "image_id": spec.image_id,
+            "requested_az": spec.availability_zone,
+            "task_state": None,
+            "metadata": dict(spec.metadata),
+            "placement": placement,
+            "policy_version": placement.get("policy_version"),
+            "created_at": br.created_at,
+            "updated_at": utcnow(),
+            **outcome,
+        }
+        db = self.ctx.cells[cell]
+        # Once: a resumed build whose record was committed before a crash keeps it.
+        record = (sqlite if db.is_sqlite else postgresql).insert(Instance).values(values)
+        record = record.on_conflict_do_nothing(index_elements=["uuid"])
+
+        def write_record(s: Session) -> None:
+            s.connection().execute(record)
+
+        db.batched(write_record)
         self._map(uuid, cell, also)
 
     def _map(self, uuid: str, cell: str, also: Also | None = None) -> None:
@@ -726,12 +732,15 @@ class Builder:
             update(InstanceMapping).where(InstanceMapping.instance_uuid == uuid).values(cell=cell)
         )
         remove = delete(BuildRequest).where(BuildRequest.instance_uuid == uuid)
-        with self.ctx.api.write() as s:
+
+        def map_instance(s: Session) -> None:
             conn = s.connection()
             conn.execute(point)
             conn.execute(remove)
             if also is not None:
                 also(s)
+
+        self.ctx.api.batched(map_instance)
 
 
 def _rejections(counts: Mapping[str, int]) -> str:

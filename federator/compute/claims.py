@@ -25,6 +25,7 @@ from sqlalchemy import ColumnElement, Connection, and_, delete, insert, select, 
 from sqlalchemy.orm import Session
 
 from federator.policy.evaluate import Limits
+from federator.storage.batching import Discard
 from federator.storage.db import Database
 from federator.storage.models import (
     Allocation,
@@ -114,19 +115,22 @@ def claim(
             updated_at=utcnow(),
         )
     )
-    with db.write() as s:
+
+    def run(s: Session) -> ClaimResult:
         if guard is not None:
             refused = guard.check(s, zone, host_id)
             if refused is not None:
-                s.rollback()
-                return ClaimResult(ClaimOutcome.GROUP_CONFLICT, detail=refused)
+                raise Discard(ClaimResult(ClaimOutcome.GROUP_CONFLICT, detail=refused))
         conn = s.connection()
         result = _run(conn, prepared)
         if result.outcome is not ClaimOutcome.OK:
-            s.rollback()
-            return result
+            raise Discard(result)  # a refusal: the zone's update, if done, rolls back
         conn.execute(record)
-    return result
+        return result
+
+    # Concurrent claims share a transaction on SQLite (group commit), each in its own
+    # savepoint: one refused does not undo another.
+    return db.batched(run)
 
 
 def take(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, insert, update
+from sqlalchemy.orm import Session
 
 from federator.compute import queue as taskqueue
 from federator.compute.bootspec import BootSpec
@@ -160,7 +161,8 @@ class ComputeService:
             )
             tasks.append(taskqueue.task_row(uuid, "build", now=now))
             accepted.append(view_of_build(br, dict(snapshot)))
-        with self.ctx.api.write() as s:
+
+        def accept(s: Session) -> None:
             # Core executemany on the session's connection, in foreign-key order.
             conn = s.connection()
             conn.execute(insert(BuildRequest), builds)
@@ -169,6 +171,10 @@ class ComputeService:
             conn.execute(insert(Task), tasks)
             if req.group is not None:
                 groups.join(s, rc, req.group, [v.uuid for v in accepted], field=req.group_field)
+
+        # Concurrent accepts share a transaction on SQLite (group commit); each returns
+        # once its own rows are committed.
+        self.ctx.api.batched(accept)
         self.ctx.queue.notifier.notify(count)
         return accepted
 

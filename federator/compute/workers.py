@@ -91,7 +91,9 @@ class WorkerPool:
 
         def end_build(s: Session) -> None:
             queue.finish_in(s, task.id, state=DONE)
-            taken.append(queue.take_in(s) if take_next and not self._stop.is_set() else None)
+            # Overwrites: a shared transaction may run this more than once (only the
+            # last run commits; see federator.storage.batching).
+            taken[:] = [queue.take_in(s) if take_next and not self._stop.is_set() else None]
 
         try:
             if task.action == "build":

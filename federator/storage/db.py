@@ -21,17 +21,20 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from federator.storage.batching import GroupCommit
+
 LOG = logging.getLogger(__name__)
+T = TypeVar("T")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
@@ -94,6 +97,8 @@ class Database:
         self._write_gate: AbstractContextManager[object] = (
             threading.RLock() if self.is_sqlite else nullcontext()
         )
+        self._local = threading.local()
+        self.group = GroupCommit(self)
         # Guards only the three counters below; held for a few additions per write.
         self._stats_lock = threading.Lock()
         self._wait_s = 0.0
@@ -125,6 +130,7 @@ class Database:
         asked = time.perf_counter()
         with self._write_gate:
             got = time.perf_counter()
+            self._local.depth = getattr(self._local, "depth", 0) + 1
             try:
                 with self._writer() as session:
                     try:
@@ -134,11 +140,27 @@ class Database:
                         session.rollback()
                         raise
             finally:
+                self._local.depth -= 1
                 done = time.perf_counter()
                 with self._stats_lock:
                     self._wait_s += got - asked
                     self._held_s += done - got
                     self._writes += 1
+
+    def writing_here(self) -> bool:
+        """Whether the calling thread is inside a :meth:`write` of this database."""
+        return bool(getattr(self._local, "depth", 0))
+
+    def batched(self, fn: Callable[[Session], T]) -> T:
+        """Run ``fn(session)`` in a write transaction, possibly shared with other threads'
+        units of work (group commit on SQLite: :mod:`federator.storage.batching`); returns
+        what ``fn`` returns once its work has committed.
+
+        ``fn`` must not open another write on this database, and may run in another
+        thread than the caller's. It may raise :class:`~federator.storage.batching.Discard`
+        to roll its own changes back and answer the value it carries.
+        """
+        return self.group.run(fn)
 
     def dispose(self) -> None:
         self.engine.dispose()
