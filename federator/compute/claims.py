@@ -18,10 +18,22 @@ counters never move: the instance stays in its zone.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, Connection, and_, delete, insert, select, update
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Connection,
+    Integer,
+    and_,
+    bindparam,
+    delete,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from federator.policy.evaluate import Limits
@@ -164,12 +176,71 @@ def take(
 
 @dataclass(frozen=True, slots=True)
 class _Prepared:
-    """One claim's statements, built ahead of the transaction that runs them."""
+    """One claim's statements and their parameters, ready before the transaction.
+
+    The statements are built once per shape and take every figure as a bound parameter,
+    so a claim neither builds nor compiles SQL: it only binds values.
+    """
 
     zone: Any
+    zone_params: dict[str, Any]
     host: Any | None
+    host_params: dict[str, Any]
     host_id: int | None
-    allocation: Any
+    allocation: dict[str, Any]
+
+
+@functools.cache
+def _zone_take(not_bursting: bool, ram_limit: bool, vcpu_limit: bool, count_limit: bool) -> Any:
+    """The zone's conditional UPDATE for one shape of ceiling: it adds the claim's figures
+    only while the zone is available (and not bursting, and within the ceilings set)."""
+    ram: BindParameter[int] = bindparam("c_ram", type_=Integer)
+    vcpus: BindParameter[int] = bindparam("c_vcpus", type_=Integer)
+    disk: BindParameter[int] = bindparam("c_disk", type_=Integer)
+    cond: list[ColumnElement[bool]] = [Zone.name == bindparam("c_zone"), Zone.state == "available"]
+    if not_bursting:
+        cond.append(Zone.bursting.is_(False))
+    if ram_limit:
+        cond.append(Zone.ram_used_mb + ram <= bindparam("c_ram_limit"))
+    if vcpu_limit:
+        cond.append(Zone.vcpus_used + vcpus <= bindparam("c_vcpu_limit"))
+    if count_limit:
+        cond.append(Zone.instances + 1 <= bindparam("c_count_limit"))
+    return (
+        update(Zone)
+        .where(and_(*cond))
+        .values(
+            ram_used_mb=Zone.ram_used_mb + ram,
+            vcpus_used=Zone.vcpus_used + vcpus,
+            disk_used_gb=Zone.disk_used_gb + disk,
+            instances=Zone.instances + 1,
+            updated_at=bindparam("c_at"),
+        )
+    )
+
+
+_HOST_TAKE = (
+    update(Host)
+    .where(
+        Host.id == bindparam("c_host"),
+        Host.enabled.is_(True),
+        Host.ram_used_mb + bindparam("c_ram") <= Host.ram_mb * Host.ram_ratio,
+        Host.vcpus_used + bindparam("c_vcpus") <= Host.vcpus * Host.cpu_ratio,
+        Host.disk_used_gb + bindparam("c_disk") <= Host.disk_gb * Host.disk_ratio,
+    )
+    .values(
+        ram_used_mb=Host.ram_used_mb + bindparam("c_ram"),
+        vcpus_used=Host.vcpus_used + bindparam("c_vcpus"),
+        disk_used_gb=Host.disk_used_gb + bindparam("c_disk"),
+        instances=Host.instances + 1,
+        updated_at=bindparam("c_at"),
+    )
+    .returning(Host.vcpus_used, Host.ram_used_mb, Host.disk_used_gb, Host.instances)
+)
+"""Adds a claim to one enabled host only while it stays within capacity (allocation
+ratios applied); returns the host's new usage, or no row when it is full or disabled.
+The same condition as :func:`_take_on_host`, by host id and with bound figures."""
+_ALLOCATE = insert(Allocation)
 
 
 def _prepare(
@@ -181,35 +252,37 @@ def _prepare(
     limits: Limits,
     require_not_bursting: bool,
 ) -> _Prepared:
-    zone_cond: list[ColumnElement[bool]] = [Zone.name == zone, Zone.state == "available"]
-    if require_not_bursting:
-        zone_cond.append(Zone.bursting.is_(False))
-    if limits.ram_mb is not None:
-        zone_cond.append(Zone.ram_used_mb + res.ram_mb <= limits.ram_mb)
-    if limits.vcpus is not None:
-        zone_cond.append(Zone.vcpus_used + res.vcpus <= limits.vcpus)
-    if limits.instances is not None:
-        zone_cond.append(Zone.instances + 1 <= limits.instances)
+    now = utcnow()
+    figures = {"c_ram": res.ram_mb, "c_vcpus": res.vcpus, "c_disk": res.disk_gb, "c_at": now}
+    zone_params = {
+        **figures,
+        "c_zone": zone,
+        "c_ram_limit": limits.ram_mb,
+        "c_vcpu_limit": limits.vcpus,
+        "c_count_limit": limits.instances,
+    }
+    shape = _zone_take(
+        require_not_bursting,
+        limits.ram_mb is not None,
+        limits.vcpus is not None,
+        limits.instances is not None,
+    )
+    # only the parameters the statement names: an unknown one is an error
+    zone_params = {k: v for k, v in zone_params.items() if v is not None or k == "c_zone"}
     return _Prepared(
-        zone=update(Zone)
-        .where(and_(*zone_cond))
-        .values(
-            ram_used_mb=Zone.ram_used_mb + res.ram_mb,
-            vcpus_used=Zone.vcpus_used + res.vcpus,
-            disk_used_gb=Zone.disk_used_gb + res.disk_gb,
-            instances=Zone.instances + 1,
-            updated_at=utcnow(),
-        ),
-        host=None if host_id is None else _take_on_host(res, Host.id == host_id),
+        zone=shape,
+        zone_params=zone_params,
+        host=None if host_id is None else _HOST_TAKE,
+        host_params={**figures, "c_host": host_id},
         host_id=host_id,
-        allocation=insert(Allocation).values(
-            instance_uuid=instance_uuid,
-            zone=zone,
-            host_id=host_id,
-            vcpus=res.vcpus,
-            ram_mb=res.ram_mb,
-            disk_gb=res.disk_gb,
-        ),
+        allocation={
+            "instance_uuid": instance_uuid,
+            "zone": zone,
+            "host_id": host_id,
+            "vcpus": res.vcpus,
+            "ram_mb": res.ram_mb,
+            "disk_gb": res.disk_gb,
+        },
     )
 
 
@@ -217,16 +290,16 @@ def _run(conn: Connection, p: _Prepared) -> ClaimResult:
     """Run a prepared claim as Core statements on the transaction's connection: nothing
     in the session holds the rows they change, and the ORM's per-statement work would
     only lengthen the time the write gate is held."""
-    moved = conn.execute(p.zone)
+    moved = conn.execute(p.zone, p.zone_params)
     if moved.rowcount != 1:
         return ClaimResult(ClaimOutcome.ZONE_LIMIT)
     usage: Usage | None = None
     if p.host is not None and p.host_id is not None:
-        row = conn.execute(p.host).first()
+        row = conn.execute(p.host, p.host_params).first()
         if row is None:
             return ClaimResult(ClaimOutcome.HOST_FULL)
         usage = Usage(p.host_id, row[0], row[1], row[2], row[3])
-    conn.execute(p.allocation)
+    conn.execute(_ALLOCATE, [p.allocation])
     return ClaimResult(ClaimOutcome.OK, usage)
 
 

@@ -118,9 +118,24 @@ class GroupCommit:
         statements fewer each). If one raises, that attempt is rolled back whole and the
         batch runs again with each unit in its own savepoint.
         """
-        if len(batch) > 1 and self._attempt(batch, savepoints=False):
-            return
-        self._attempt(batch, savepoints=True)
+        if len(batch) == 1:
+            self._alone(batch[0])
+        elif not self._attempt(batch, savepoints=False):
+            self._attempt(batch, savepoints=True)
+
+    def _alone(self, unit: _Unit[Any]) -> None:
+        """A batch of one: its own transaction, rolled back whole on any exception."""
+        try:
+            with self.db.write() as s:
+                unit.result = unit.fn(s)
+        except Discard as d:
+            unit.result = d.value
+        except BaseException as exc:
+            unit.error = exc
+        else:
+            self.batches += 1
+            self.units += 1
+        unit.done = True
 
     def _attempt(self, batch: list[_Unit[Any]], *, savepoints: bool) -> bool:
         """One transaction over ``batch``. False (nothing committed, every unit reset)
