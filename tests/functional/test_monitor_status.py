@@ -25,12 +25,13 @@ def test_write_counters_grow_with_the_boots_they_count(live_broker: LiveBroker) 
         time.sleep(0.02)
     after = _databases(live_broker)
     api0, api1 = before["api"], after["api"]
-    # each boot writes the API database at least at accept, claim and finish
-    assert api1["writes"] - api0["writes"] >= 3 * len(ids), (api0, api1)
+    # each boot is written at accept, claim and map (concurrent ones may share a
+    # transaction: at least the accepts, which came one after the other, did not)
+    assert api1["writes"] - api0["writes"] >= len(ids) + 1, (api0, api1)
     assert api1["write_held_s"] > api0["write_held_s"]
     assert api1["write_wait_s"] >= api0["write_wait_s"] >= 0
     cell = after[live_broker.broker.settings.cell_names()[0]]
-    assert cell["writes"] >= len(ids)  # every instance record lives in a cell
+    assert 1 <= cell["writes"] <= len(ids)  # the instance records, some perhaps together
     # what the API answers is what the broker's databases counted
     counted = live_broker.broker.dbs.api.write_gate_stats()
     assert api1["writes"] <= counted.count
