@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from federator.api.deps import BaseUrlDep, BrokerDep, ContextDep
 from federator.api.microversion import MicroversionDep
+from federator.api.rendering import JsonResponse, json_response
 from federator.api.schemas import ServerActionBody, ServerCreateBody
 from federator.api.views import server_brief, server_detail
 from federator.broker import Broker
@@ -20,10 +21,10 @@ from federator.exception import BadRequest
 router = APIRouter(prefix="/servers", tags=["servers"])
 
 
-@router.post("", status_code=202)
+@router.post("", status_code=202, response_class=JsonResponse)
 def create_server(
     body: ServerCreateBody, broker: BrokerDep, rc: ContextDep, base: BaseUrlDep
-) -> dict[str, Any]:
+) -> JsonResponse:
     s = body.server
     image = s.image()
     if not image:
@@ -49,7 +50,7 @@ def create_server(
     first = views[0]
     server = server_brief(first, base)
     server.update({"OS-DCF:diskConfig": "MANUAL", "security_groups": [{"name": "default"}]})
-    return {"server": server}
+    return json_response({"server": server}, status_code=202)
 
 
 class ServerListQuery(BaseModel):
@@ -83,32 +84,32 @@ def _list(broker: Broker, rc: RequestContext, q: ServerListQuery) -> list[Server
     return broker.compute.list(rc, filters, all_tenants=everyone, limit=effective, marker=q.marker)
 
 
-@router.get("")
-def list_servers(
-    broker: BrokerDep, rc: ContextDep, base: BaseUrlDep, q: ListQuery
-) -> dict[str, Any]:
-    return {"servers": [server_brief(v, base) for v in _list(broker, rc, q)]}
+@router.get("", response_class=JsonResponse)
+def list_servers(broker: BrokerDep, rc: ContextDep, base: BaseUrlDep, q: ListQuery) -> JsonResponse:
+    return json_response({"servers": [server_brief(v, base) for v in _list(broker, rc, q)]})
 
 
-@router.get("/detail")
+@router.get("/detail", response_class=JsonResponse)
 def list_servers_detail(
     broker: BrokerDep, rc: ContextDep, base: BaseUrlDep, q: ListQuery, mv: MicroversionDep
-) -> dict[str, Any]:
+) -> JsonResponse:
     servers = _list(broker, rc, q)
     attached = broker.volumes.attached_to([v.uuid for v in servers])
-    return {
-        "servers": [
-            server_detail(
-                v,
-                base,
-                mv,
-                admin=rc.is_admin,
-                flavors=broker.settings.flavor,
-                volumes=attached.get(v.uuid, ()),
-            )
-            for v in servers
-        ]
-    }
+    return json_response(
+        {
+            "servers": [
+                server_detail(
+                    v,
+                    base,
+                    mv,
+                    admin=rc.is_admin,
+                    flavors=broker.settings.flavor,
+                    volumes=attached.get(v.uuid, ()),
+                )
+                for v in servers
+            ]
+        }
+    )
 
 
 @router.get("/{server_id}")
