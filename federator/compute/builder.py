@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import astuple, dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -45,7 +45,15 @@ from federator.groups.rules import Spot, ZoneMode, violation
 from federator.hosts.inventory import zone_loads
 from federator.policy.evaluate import Candidate, PlacementRequest, Ranking, ZoneLoad, rank
 from federator.scheduler.request import HostRequest
-from federator.storage.models import BuildRequest, Instance, InstanceMapping, RequestSpec, utcnow
+from federator.storage.models import (
+    Allocation,
+    BuildRequest,
+    Host,
+    Instance,
+    InstanceMapping,
+    RequestSpec,
+    utcnow,
+)
 
 LOG = logging.getLogger(__name__)
 ALTERNATES = 5
@@ -55,6 +63,27 @@ MAX_RESELECT = 200
 MAX_GROUP_RACES = 500
 # Work a build's caller adds to the transaction that maps the instance (ending its task).
 Also = Callable[[Session], None]
+
+_BUILD_TABLE = BuildRequest.__table__
+# (attribute, column) of the build request, to make one from a row of _BUILD_INPUTS.
+_BUILD_ATTRS = tuple(
+    (attr, _BUILD_TABLE.c[column.name]) for attr, column in BuildRequest.__mapper__.columns.items()
+)
+_BUILD_INPUTS = (
+    select(
+        *(column for _attr, column in _BUILD_ATTRS),
+        RequestSpec.spec.label("spec"),
+        Allocation.zone.label("held_zone"),
+        Host.name.label("held_host"),
+    )
+    .select_from(_BUILD_TABLE)
+    .outerjoin(RequestSpec, RequestSpec.instance_uuid == _BUILD_TABLE.c.instance_uuid)
+    .outerjoin(Allocation, Allocation.instance_uuid == _BUILD_TABLE.c.instance_uuid)
+    .outerjoin(Host, Host.id == Allocation.host_id)
+    .where(_BUILD_TABLE.c.instance_uuid == bindparam("uuid"))
+)
+"""A build's inputs in one read: the build request, its spec, and the zone and host of
+the capacity it holds (none until claimed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,17 +134,16 @@ class Builder:
         """
         uuid = task.instance_uuid
         with self.ctx.api.read() as s:
-            br = s.get(BuildRequest, uuid)
-            spec_row = s.get(RequestSpec, uuid)
-            mapping = s.get(InstanceMapping, uuid)
-            if br is not None:
-                s.expunge(br)
-        if br is None or spec_row is None:
-            if mapping is None:
+            # One statement for the build request, its spec and any claim it holds.
+            row = s.connection().execute(_BUILD_INPUTS, {"uuid": uuid}).first()
+            mapped = row is not None or s.get(InstanceMapping, uuid) is not None
+        if row is None or row.spec is None:
+            if not mapped:
                 LOG.info("build %s: request was deleted before it ran", uuid)
             return
-        spec = BootSpec.from_dict(spec_row.spec)
-        held = claims.allocation_of(self.ctx.api, uuid)
+        br = BuildRequest(**{attr: row._mapping[column] for attr, column in _BUILD_ATTRS})
+        spec = BootSpec.from_dict(row.spec)
+        held = None if row.held_zone is None else (str(row.held_zone), row.held_host)
         if held is not None and self._resume(br, spec, held[0], held[1], also):
             return
         # Only a task that ran before (requeued after a crash) can have left a cell0 record.
