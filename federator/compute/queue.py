@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, exists, select, update
+from sqlalchemy import Table, and_, bindparam, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from federator.storage.db import Database
@@ -131,6 +131,34 @@ _CANDIDATES = (
     .limit(8)
 )
 _CANDIDATES_LOCKED = _CANDIDATES.with_for_update(skip_locked=True, of=_TASKS)
+_CANDIDATE = _TASKS.alias("candidate")
+_FIRST_RUNNABLE = (
+    select(_CANDIDATE.c.id)
+    .where(
+        _CANDIDATE.c.state == QUEUED,
+        _CANDIDATE.c.run_after <= bindparam("now"),
+        ~exists().where(
+            and_(
+                _EARLIER.c.instance_uuid == _CANDIDATE.c.instance_uuid,
+                _EARLIER.c.id < _CANDIDATE.c.id,
+                or_(_EARLIER.c.state == QUEUED, _EARLIER.c.state == RUNNING),
+            )
+        ),
+    )
+    .order_by(_CANDIDATE.c.id)
+    .limit(1)
+    .scalar_subquery()
+)
+# SQLite: writers are serialised, so the oldest runnable task is always free to take:
+# finding and taking it is one statement.
+_TAKE_FIRST = (
+    update(_TASKS)
+    .where(_TASKS.c.id == _FIRST_RUNNABLE, _TASKS.c.state == QUEUED)
+    .values(state=RUNNING, node=bindparam("node"), updated_at=bindparam("at"))
+    .returning(
+        _TASKS.c.id, _TASKS.c.instance_uuid, _TASKS.c.action, _TASKS.c.attempts, _TASKS.c.payload
+    )
+)
 _TAKE = (
     update(_TASKS)
     .where(_TASKS.c.id == bindparam("task_id"), _TASKS.c.state == QUEUED)
@@ -170,8 +198,14 @@ class TaskQueue:
         # Core statements built once, on the session's connection: this runs with the
         # write gate held, where the ORM's per-statement work would hold it longer.
         conn = session.connection()
-        candidates = _CANDIDATES if self.db.is_sqlite else _CANDIDATES_LOCKED
-        for task_id in conn.execute(candidates, {"now": self.clock()}).scalars().all():
+        if self.db.is_sqlite:
+            row = conn.execute(
+                _TAKE_FIRST, {"now": self.clock(), "node": self.node_id, "at": utcnow()}
+            ).first()
+            if row is None:
+                return None
+            return TaskRef(row[0], row[1], row[2], row[3], dict(row[4] or {}))
+        for task_id in conn.execute(_CANDIDATES_LOCKED, {"now": self.clock()}).scalars().all():
             taken = conn.execute(
                 _TAKE, {"task_id": task_id, "node": self.node_id, "at": utcnow()}
             ).first()
