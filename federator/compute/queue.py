@@ -113,42 +113,30 @@ def task_row(
 
 _TASKS: Table = Task.__table__  # type: ignore[assignment]
 _EARLIER = _TASKS.alias("earlier")
-# Runnable: queued, due, and no older unfinished task of the same instance.
-_CANDIDATES = (
-    select(_TASKS.c.id)
-    .where(
-        _TASKS.c.state == QUEUED,
-        _TASKS.c.run_after <= bindparam("now"),
-        ~exists().where(
-            and_(
-                _EARLIER.c.instance_uuid == _TASKS.c.instance_uuid,
-                _EARLIER.c.id < _TASKS.c.id,
-                _EARLIER.c.state.in_((QUEUED, RUNNING)),
-            )
-        ),
+
+
+def _runnable(t: Any) -> Any:
+    """Ids of ``t``'s runnable tasks, oldest first: queued, due, and no older unfinished
+    task of the same instance."""
+    return (
+        select(t.c.id)
+        .where(
+            t.c.state == QUEUED,
+            t.c.run_after <= bindparam("now"),
+            ~exists().where(
+                and_(
+                    _EARLIER.c.instance_uuid == t.c.instance_uuid,
+                    _EARLIER.c.id < t.c.id,
+                    or_(_EARLIER.c.state == QUEUED, _EARLIER.c.state == RUNNING),
+                )
+            ),
+        )
+        .order_by(t.c.id)
     )
-    .order_by(_TASKS.c.id)
-    .limit(8)
-)
-_CANDIDATES_LOCKED = _CANDIDATES.with_for_update(skip_locked=True, of=_TASKS)
-_CANDIDATE = _TASKS.alias("candidate")
-_FIRST_RUNNABLE = (
-    select(_CANDIDATE.c.id)
-    .where(
-        _CANDIDATE.c.state == QUEUED,
-        _CANDIDATE.c.run_after <= bindparam("now"),
-        ~exists().where(
-            and_(
-                _EARLIER.c.instance_uuid == _CANDIDATE.c.instance_uuid,
-                _EARLIER.c.id < _CANDIDATE.c.id,
-                or_(_EARLIER.c.state == QUEUED, _EARLIER.c.state == RUNNING),
-            )
-        ),
-    )
-    .order_by(_CANDIDATE.c.id)
-    .limit(1)
-    .scalar_subquery()
-)
+
+
+_CANDIDATES_LOCKED = _runnable(_TASKS).limit(8).with_for_update(skip_locked=True, of=_TASKS)
+_FIRST_RUNNABLE = _runnable(_TASKS.alias("candidate")).limit(1).scalar_subquery()
 # SQLite: writers are serialised, so the oldest runnable task is always free to take:
 # finding and taking it is one statement.
 _TAKE_FIRST = (
