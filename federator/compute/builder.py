@@ -84,6 +84,16 @@ _BUILD_INPUTS = (
 )
 """A build's inputs in one read: the build request, its spec, and the zone and host of
 the capacity it holds (none until claimed)."""
+# The instance record, once: a resumed build whose record was committed before a crash
+# keeps it. Built once, run with each record's values.
+_RECORD_SQLITE = sqlite.insert(Instance).on_conflict_do_nothing(index_elements=["uuid"])
+_RECORD_POSTGRESQL = postgresql.insert(Instance).on_conflict_do_nothing(index_elements=["uuid"])
+_POINT_MAPPING = (
+    update(InstanceMapping)
+    .where(InstanceMapping.instance_uuid == bindparam("m_uuid"))
+    .values(cell=bindparam("m_cell"))
+)
+_REMOVE_BUILD = delete(BuildRequest).where(BuildRequest.instance_uuid == bindparam("m_uuid"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -740,12 +750,10 @@ class Builder:
             **outcome,
         }
         db = self.ctx.cells[cell]
-        # Once: a resumed build whose record was committed before a crash keeps it.
-        record = (sqlite if db.is_sqlite else postgresql).insert(Instance).values(values)
-        record = record.on_conflict_do_nothing(index_elements=["uuid"])
+        record = _RECORD_SQLITE if db.is_sqlite else _RECORD_POSTGRESQL
 
         def write_record(s: Session) -> None:
-            s.connection().execute(record)
+            s.connection().execute(record, [values])
 
         db.batched(write_record)
         self._map(uuid, cell, also)
@@ -754,17 +762,11 @@ class Builder:
         """Point the instance's mapping at ``cell`` and remove its build request, then run
         ``also`` in the same transaction. The cell record must already be committed: a
         crash before this commit leaves the build request, and the task, to resume."""
-        # Built before the write gate is taken and run as Core statements on the
-        # transaction's connection: the gate is held only to run them.
-        point = (
-            update(InstanceMapping).where(InstanceMapping.instance_uuid == uuid).values(cell=cell)
-        )
-        remove = delete(BuildRequest).where(BuildRequest.instance_uuid == uuid)
 
         def map_instance(s: Session) -> None:
             conn = s.connection()
-            conn.execute(point)
-            conn.execute(remove)
+            conn.execute(_POINT_MAPPING, {"m_uuid": uuid, "m_cell": cell})
+            conn.execute(_REMOVE_BUILD, {"m_uuid": uuid})
             if also is not None:
                 also(s)
 
