@@ -27,7 +27,7 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
@@ -78,7 +78,6 @@ class _Worker:
     restart_at: float | None = None
     backoff: float = 1.0
     served: bool = False  # became ready at least once
-    exits: list[int | None] = field(default_factory=list)
 
 
 class Supervisor:
@@ -170,7 +169,6 @@ class Supervisor:
             assert w.process is not None
             w.process.join()
             code = w.process.exitcode
-            w.exits.append(code)
             w.process = None
             if self._stop_signal is not None:
                 continue

@@ -66,9 +66,7 @@ Also = Callable[[Session], None]
 
 _BUILD_TABLE = BuildRequest.__table__
 # (attribute, column) of the build request, to make one from a row of _BUILD_INPUTS.
-_BUILD_ATTRS = tuple(
-    (attr, _BUILD_TABLE.c[column.name]) for attr, column in BuildRequest.__mapper__.columns.items()
-)
+_BUILD_ATTRS = tuple(BuildRequest.__mapper__.columns.items())
 _BUILD_INPUTS = (
     select(
         *(column for _attr, column in _BUILD_ATTRS),

@@ -219,27 +219,6 @@ def _zone_take(not_bursting: bool, ram_limit: bool, vcpu_limit: bool, count_limi
     )
 
 
-_HOST_TAKE = (
-    update(Host)
-    .where(
-        Host.id == bindparam("c_host"),
-        Host.enabled.is_(True),
-        Host.ram_used_mb + bindparam("c_ram") <= Host.ram_mb * Host.ram_ratio,
-        Host.vcpus_used + bindparam("c_vcpus") <= Host.vcpus * Host.cpu_ratio,
-        Host.disk_used_gb + bindparam("c_disk") <= Host.disk_gb * Host.disk_ratio,
-    )
-    .values(
-        ram_used_mb=Host.ram_used_mb + bindparam("c_ram"),
-        vcpus_used=Host.vcpus_used + bindparam("c_vcpus"),
-        disk_used_gb=Host.disk_used_gb + bindparam("c_disk"),
-        instances=Host.instances + 1,
-        updated_at=bindparam("c_at"),
-    )
-    .returning(Host.vcpus_used, Host.ram_used_mb, Host.disk_used_gb, Host.instances)
-)
-"""Adds a claim to one enabled host only while it stays within capacity (allocation
-ratios applied); returns the host's new usage, or no row when it is full or disabled.
-The same condition as :func:`_take_on_host`, by host id and with bound figures."""
 _ALLOCATE = insert(Allocation)
 
 
@@ -254,21 +233,20 @@ def _prepare(
 ) -> _Prepared:
     now = utcnow()
     figures = {"c_ram": res.ram_mb, "c_vcpus": res.vcpus, "c_disk": res.disk_gb, "c_at": now}
-    zone_params = {
-        **figures,
-        "c_zone": zone,
-        "c_ram_limit": limits.ram_mb,
-        "c_vcpu_limit": limits.vcpus,
-        "c_count_limit": limits.instances,
-    }
+    zone_params: dict[str, Any] = {**figures, "c_zone": zone}
+    for key, limit in (
+        ("c_ram_limit", limits.ram_mb),
+        ("c_vcpu_limit", limits.vcpus),
+        ("c_count_limit", limits.instances),
+    ):
+        if limit is not None:  # the statement of this shape names only the limits set
+            zone_params[key] = limit
     shape = _zone_take(
         require_not_bursting,
         limits.ram_mb is not None,
         limits.vcpus is not None,
         limits.instances is not None,
     )
-    # only the parameters the statement names: an unknown one is an error
-    zone_params = {k: v for k, v in zone_params.items() if v is not None or k == "c_zone"}
     return _Prepared(
         zone=shape,
         zone_params=zone_params,
@@ -495,21 +473,36 @@ def _take_on_host(res: Resources, *which: Any) -> Any:
     """The conditional UPDATE that adds ``res`` to one enabled host (chosen by ``which``)
     only while it stays within capacity (allocation ratios applied); it returns the
     host's new usage, or no row when the host is full, disabled or not the one meant."""
+    return _host_take(res.ram_mb, res.vcpus, res.disk_gb, utcnow(), *which)
+
+
+def _host_take(ram: Any, vcpus: Any, disk: Any, at: Any, *which: Any) -> Any:
+    """:func:`_take_on_host` with figures that are values or bound parameters."""
     return (
         update(Host)
         .where(
             *which,
             Host.enabled.is_(True),
-            Host.ram_used_mb + res.ram_mb <= Host.ram_mb * Host.ram_ratio,
-            Host.vcpus_used + res.vcpus <= Host.vcpus * Host.cpu_ratio,
-            Host.disk_used_gb + res.disk_gb <= Host.disk_gb * Host.disk_ratio,
+            Host.ram_used_mb + ram <= Host.ram_mb * Host.ram_ratio,
+            Host.vcpus_used + vcpus <= Host.vcpus * Host.cpu_ratio,
+            Host.disk_used_gb + disk <= Host.disk_gb * Host.disk_ratio,
         )
         .values(
-            ram_used_mb=Host.ram_used_mb + res.ram_mb,
-            vcpus_used=Host.vcpus_used + res.vcpus,
-            disk_used_gb=Host.disk_used_gb + res.disk_gb,
+            ram_used_mb=Host.ram_used_mb + ram,
+            vcpus_used=Host.vcpus_used + vcpus,
+            disk_used_gb=Host.disk_used_gb + disk,
             instances=Host.instances + 1,
-            updated_at=utcnow(),
+            updated_at=at,
         )
         .returning(Host.vcpus_used, Host.ram_used_mb, Host.disk_used_gb, Host.instances)
     )
+
+
+_HOST_TAKE = _host_take(
+    bindparam("c_ram", type_=Integer),
+    bindparam("c_vcpus", type_=Integer),
+    bindparam("c_disk", type_=Integer),
+    bindparam("c_at"),
+    Host.id == bindparam("c_host"),
+)
+""":func:`_take_on_host` by host id, built once, with the claim's figures bound."""

@@ -30,7 +30,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sqlalchemy.orm import Session
@@ -58,7 +58,6 @@ class _Unit(Generic[T]):
     done: bool = False
     result: Any = None
     error: BaseException | None = None
-    requeued: int = field(default=0)
 
 
 class GroupCommit:
@@ -172,7 +171,6 @@ class GroupCommit:
                 others = [u for u in batch if u is not torn]
                 for u in others:
                     u.result = u.error = None
-                    u.requeued += 1
                 with self._cond:
                     self._pending.extendleft(reversed(others))
                 return True
