@@ -6,9 +6,12 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.daemon import Daemon
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN_GUIDE = REPO / "docs" / "plugins.md"
@@ -81,3 +84,13 @@ def tiny_plugin_env(tiny_plugin_site: Path) -> dict[str, str]:
         p for p in (str(tiny_plugin_site), env.get("PYTHONPATH", "")) if p
     )
     return env
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    """Every ``federator serve`` process a test starts (append them); any still running at
+    the end is killed."""
+    started: list[Daemon] = []
+    yield started
+    for d in started:
+        d.kill()

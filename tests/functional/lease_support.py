@@ -81,3 +81,22 @@ class TaskTable:
 
     def close(self) -> None:
         self._engine.dispose()
+
+
+def await_take_over(
+    survivors: Sequence[Daemon], victim: str, lost: Sequence[str], killed_at: float, lease: float
+) -> dict[str, str | None]:
+    """Wait until a survivor holds every lease in ``lost`` that ``victim`` held; require it
+    within two lease periods of ``killed_at``, every survivor to agree on the new owners,
+    and ``victim`` to own nothing. Returns the owners."""
+
+    def taken_over() -> bool:
+        seen = owners(survivors[0])
+        return all(seen[z] not in (None, victim) for z in lost)
+
+    took = wait_for("the take-over", taken_over, 4 * lease, survivors) - killed_at
+    assert took < 2 * lease, took
+    now = owners(survivors[0])
+    assert all(owners(d) == now for d in survivors[1:])
+    assert victim not in now.values()
+    return now

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +24,6 @@ pytestmark = pytest.mark.slow
 
 NODES = ("w-node-0", "w-node-1")
 ZONES = ("local", "cloud-a")
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for d in started:
-        d.kill()
 
 
 def _config(tmp_path: Path, policy_version: str) -> Path:

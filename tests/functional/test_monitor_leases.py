@@ -5,7 +5,7 @@ two lease periods and the zone's sync goes on."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import settings_data, sim_zone, write_config
 from tests.daemon import Daemon
+from tests.functional.lease_support import await_take_over
 from tests.functional.lease_support import owners as _owners
 from tests.functional.lease_support import runs as _runs
 from tests.functional.lease_support import status as _status
@@ -26,15 +27,6 @@ LEASES = (*ZONES, "*vclusters")
 SYNC_INTERVAL = 0.5
 LEASE_SECONDS = 3.0
 NODES = ("node-1", "node-2", "node-3")
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    """Every daemon a test starts; any still running at the end is killed."""
-    started: list[Daemon] = []
-    yield started
-    for d in started:
-        d.kill()
 
 
 def _config(tmp_path: Path, node: str, database: dict[str, Any]) -> Path:
@@ -106,15 +98,7 @@ def test_each_zone_syncs_in_one_node_and_moves_to_another_when_its_owner_is_kill
     killed_at = time.monotonic()
     by_node[victim].kill()
 
-    def taken_over() -> bool:
-        seen = _owners(survivors[0])
-        return all(seen[z] not in (None, victim) for z in lost)
-
-    took = _wait("the take-over", taken_over, 4 * LEASE_SECONDS, survivors) - killed_at
-    assert took < 2 * LEASE_SECONDS, took
-    new_owners = _owners(survivors[0])
-    assert _owners(survivors[1]) == new_owners
-    assert victim not in new_owners.values()
+    new_owners = await_take_over(survivors, victim, lost, killed_at, LEASE_SECONDS)
 
     # The zone's sync goes on, in its new owner only.
     survivor_nodes = [n for n in NODES if n != victim]

@@ -36,7 +36,7 @@ from tests.conftest import (
     write_config,
 )
 from tests.daemon import Daemon
-from tests.functional.lease_support import TaskTable, jobs, owners, runs, wait_for
+from tests.functional.lease_support import TaskTable, await_take_over, jobs, owners, runs, wait_for
 from tests.functional.test_aws_zone import (
     TAGS,
     Ec2,
@@ -62,15 +62,6 @@ LEASE_SECONDS = 3.0
 TASK_STALE_SECONDS = 3.0  # workers.lease_seconds: a node silent this long loses its tasks
 REMOTE_BOOT_MS = 4000  # how long the remote cloud takes to build a server
 BOOTS = 4
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    """Every daemon a test starts; any still running at the end is killed."""
-    started: list[Daemon] = []
-    yield started
-    for d in started:
-        d.kill()
 
 
 @pytest.fixture
@@ -302,15 +293,7 @@ def test_three_nodes_share_an_aws_and_a_remote_openstack_zone_and_survive_a_kill
     assert held, tasks.rows(action="build")
 
     # --- another node owns every zone of the victim within two lease periods
-    def taken_over() -> bool:
-        seen = owners(survivors[0])
-        return all(seen[z] not in (None, victim) for z in lost)
-
-    took = wait_for("the take-over", taken_over, 4 * LEASE_SECONDS, survivors) - killed_at
-    assert took < 2 * LEASE_SECONDS, took
-    new_owned = owners(survivors[0])
-    assert owners(survivors[1]) == new_owned
-    assert victim not in new_owned.values()
+    new_owned = await_take_over(survivors, victim, lost, killed_at, LEASE_SECONDS)
 
     # --- the victim's builds are requeued and finished by a survivor
     held_ids = {t.id for t in held}
